@@ -1,0 +1,39 @@
+# The two commands of the README. Both build .venv/ when needed.
+PY      := .venv/bin/python
+DE      := .venv/bin/dataengine
+STAMP   := .venv/.installed
+CORPUS  := data/demo-corpus
+TOKS    := tokenizers/demo
+OUT     := out/demo
+export DVC_NO_ANALYTICS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: demo test env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@test -d $(CORPUS) || $(DE) demo-corpus $(CORPUS)
+	$(DE) fit pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS)
+	$(DE) run pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS) --output $(OUT)
+	$(DE) inspect $(OUT) --decode 8 --to $(OUT)/decoded
+	@echo ""
+	@echo "demo done. Results:"
+	@echo "  shards      $(OUT)/parquet/  $(OUT)/wds/"
+	@echo "  manifest    $(OUT)/manifest.json"
+	@echo "  rejects     $(OUT)/rejects.parquet"
+	@echo "  stats       $(OUT)/stats.json"
+	@echo "  decoded     $(OUT)/decoded/  (tokens turned back into PNG, GIF, WAV, CSV, TXT)"
+	@echo "  tokenizers  $(TOKS)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(OUT) $(CORPUS) $(TOKS)

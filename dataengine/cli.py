@@ -1,0 +1,130 @@
+"""The `dataengine` command: one entry point, one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from dataengine.errors import RecipeError
+
+
+def _cmd_demo_corpus(args) -> int:
+    from dataengine.democorpus import write_demo_corpus
+
+    speech = {"auto": None, "yes": True, "no": False}[args.speech]
+    summary = write_demo_corpus(Path(args.out), speech=speech, seed=args.seed)
+    print(f"demo corpus written to {args.out}: {summary}")
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from dataengine.recipe import load_recipe
+    from dataengine.tokenize.fit import fit_tokenizers, fitted_state
+
+    recipe = load_recipe(args.recipe, inputs=args.input)
+    tokdir = Path(args.tokenizers) if args.tokenizers else recipe.resolve(recipe.tokenizers_dir)
+    roles = list(recipe.tokenizers)
+    if not args.force:
+        fresh = [r for r in roles if fitted_state(recipe, tokdir, r) == "ok"]
+        for r in fresh:
+            print(f"{r}: already fitted with the recipe's params in {tokdir / r} (use --force to refit)")
+        roles = [r for r in roles if r not in fresh]
+    if roles:
+        fit_tokenizers(recipe, tokdir, roles=roles)
+    print(f"tokenizers in {tokdir}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from dataengine.pipeline.run import run_pipeline
+    from dataengine.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, inputs=args.input)
+    out = Path(args.output)
+    run_pipeline(recipe, out, tokenizers_dir=Path(args.tokenizers) if args.tokenizers else None,
+                 address=args.address)
+    print(f"\nshards:    {out / 'parquet'}  and  {out / 'wds'}")
+    print(f"manifest:  {out / 'manifest.json'}")
+    print(f"rejects:   {out / 'rejects.parquet'}")
+    print(f"stats:     {out / 'stats.json'}")
+    print(f"vocab:     {out / 'vocab.json'}")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from dataengine.inspect import decode_to, summary_lines
+
+    print("\n".join(summary_lines(Path(args.out))))
+    if args.decode:
+        to = Path(args.to) if args.to else Path(args.out) / "decoded"
+        print(f"decoding {args.decode} sequences to {to}")
+        decode_to(Path(args.out), args.decode, to)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dataengine",
+        description="Raw video, audio, images, sensor recordings and text to shared-vocabulary token shards.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              dataengine demo-corpus data/demo-corpus
+              dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo
+              dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo
+              dataengine inspect out/demo --decode 6 --to out/demo/decoded
+            """),
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help_, epilog, fn):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog="example:\n  " + epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("demo-corpus", "Write the demo corpus, made from real media that ships in installed packages.",
+             "dataengine demo-corpus data/demo-corpus", _cmd_demo_corpus)
+    sp.add_argument("out", help="folder to write (created)")
+    sp.add_argument("--speech", choices=["auto", "yes", "no"], default="auto",
+                    help="speak transcripts with espeak-ng (auto: when it is installed)")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("fit", "Fit every tokenizer the recipe names on a sample of the inputs.",
+             "dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo", _cmd_fit)
+    sp.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
+    sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
+    sp.add_argument("--tokenizers", metavar="DIR", help="where to write them (default: the recipe's tokenizers_dir)")
+    sp.add_argument("--force", action="store_true", help="refit tokenizers that are already fitted")
+
+    sp = add("run", "Run the whole pipeline: discover, decode, tokenize, compose, write shards.",
+             "dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo", _cmd_run)
+    sp.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
+    sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
+    sp.add_argument("--output", required=True, metavar="OUT", help="output folder (replaced atomically)")
+    sp.add_argument("--tokenizers", metavar="DIR", help="fitted tokenizers (default: the recipe's tokenizers_dir; "
+                                                        "missing ones are fitted first)")
+    sp.add_argument("--address", metavar="RAY_ADDRESS", default=os.environ.get("RAY_ADDRESS"),
+                    help="Ray cluster to use (default: start a local Ray)")
+
+    sp = add("inspect", "Print counts of a finished run; decode sequences back to media.",
+             "dataengine inspect out/demo --decode 6 --to out/demo/decoded", _cmd_inspect)
+    sp.add_argument("out", help="output folder of `dataengine run`")
+    sp.add_argument("--decode", type=int, default=0, metavar="N", help="decode N sequences (round-robin over tasks)")
+    sp.add_argument("--to", metavar="DIR", help="where decoded media go (default: OUT/decoded)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The first sequence format: one sequence per sample group.
+
+Every modality span is wrapped in its begin/end markers; the codes inside carry
+their own structure markers (``<|frame_sep|>`` between video frames,
+``<|row_sep|>`` between sensor time steps), so a span decodes without outside
+help apart from the side information kept in the row (grid, scale).
+
+    image + caption   <|bos|> <|image_start|> codes <|image_end|> <|text_start|> caption <|text_end|> <|eos|>
+    audio + text      <|bos|> <|audio_start|> codes <|audio_end|> <|text_start|> transcript <|text_end|> <|eos|>
+    video (+ audio)   <|bos|> <|video_start|> f0 <|frame_sep|> f1 ... <|video_end|> [<|audio_start|> .. <|audio_end|>] caption <|eos|>
+    sensor + label    <|bos|> <|sensor_start|> row0 <|row_sep|> row1 ... <|sensor_end|> <|text_start|> label <|text_end|> <|eos|>
+    text              <|bos|> <|text_start|> text <|text_end|> <|eos|>
+    chat              <|bos|> (<|system|>|<|user|>|<|assistant|>) content <|end_turn|> ... <|eos|>
+
+Pretraining sequences carry loss on every position; chat sequences only on
+assistant turns (their content, end marker, and the final eos).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dataengine.vocab import Vocab
+
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+MARKERS = {
+    "text": ("<|text_start|>", "<|text_end|>"),
+    "image": ("<|image_start|>", "<|image_end|>"),
+    "video": ("<|video_start|>", "<|video_end|>"),
+    "audio": ("<|audio_start|>", "<|audio_end|>"),
+    "sensor": ("<|sensor_start|>", "<|sensor_end|>"),
+}
+
+
+class SequenceBuilder:
+    """Appends specials and modality spans, tracking spans and loss targets."""
+
+    def __init__(self, vocab: Vocab):
+        self.vocab = vocab
+        self.parts: list[np.ndarray] = []
+        self.length = 0
+        self.spans: list[dict] = []
+        self.targets: list[dict] = []
+        self.side: list[dict] = []
+
+    def special(self, *tokens: str) -> "SequenceBuilder":
+        self._append(np.array([self.vocab.special(t) for t in tokens], dtype=np.int32))
+        return self
+
+    def span(self, modality: str, name: str, local: np.ndarray, side: dict | None = None,
+             rows: int | None = None, sep: str | None = None) -> "SequenceBuilder":
+        """Wrap `local` codes of tokenizer `name` in the modality's markers.
+
+        With `rows` and `sep`, the codes are split into `rows` equal rows and
+        `sep` is inserted between consecutive rows (frames, time steps).
+        """
+        ids = self.vocab.to_global(name, local)
+        if rows is not None and sep is not None and rows > 1:
+            ids = _interleave(ids, rows, self.vocab.special(sep))
+        begin, end = MARKERS[modality]
+        self.special(begin)
+        start = self.length
+        self._append(ids)
+        self.spans.append({"modality": modality, "start": start, "end": self.length})
+        self.side.append({"modality": modality, "tokenizer": name, **(side or {})})
+        self.special(end)
+        return self
+
+    def target(self, start: int, end: int) -> None:
+        if end > start:
+            self.targets.append({"start": start, "end": end})
+
+    def _append(self, ids: np.ndarray) -> None:
+        self.parts.append(ids.astype(np.int32, copy=False))
+        self.length += len(ids)
+
+    def tokens(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.int32)
+
+
+def _interleave(ids: np.ndarray, rows: int, sep: int) -> np.ndarray:
+    if len(ids) % rows:
+        raise ValueError(f"{len(ids)} codes do not split into {rows} equal rows")
+    grid = ids.reshape(rows, -1)                                   # [rows, per_row]
+    seps = np.full((rows, 1), sep, dtype=ids.dtype)
+    return np.concatenate([grid, seps], axis=1).reshape(-1)[:-1]   # drop the trailing separator
+
+
+def split_rows(ids: np.ndarray, sep: int) -> list[np.ndarray]:
+    """Inverse of the row interleave: codes of each row, separators removed."""
+    return [row[row != sep] for row in np.split(ids, np.flatnonzero(ids == sep))]
+
+
+def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarray, dict]],
+                  text_ids: np.ndarray | None) -> tuple[SequenceBuilder, str]:
+    """A pretraining sequence: media spans (modality, tokenizer, local codes, side), then text.
+
+    Returns the builder and the task name.
+    """
+    b = SequenceBuilder(vocab).special("<|bos|>")
+    for modality, name, local, side in parts:
+        if modality == "video":
+            b.span("video", name, local, side, rows=int(side["frames"]), sep="<|frame_sep|>")
+        elif modality == "sensor":
+            rows = len(local) // int(side["channels"])
+            b.span("sensor", name, local, side, rows=rows, sep="<|row_sep|>")
+        else:
+            b.span(modality, name, local, side)
+    if text_ids is not None and len(text_ids):
+        b.span("text", "text", text_ids)
+    b.special("<|eos|>")
+    b.target(0, b.length)
+    suffix = {"image": "caption", "video": "caption", "audio": "transcript", "sensor": "label"}
+    task = kind if text_ids is None or kind == "text" else f"{kind}_{suffix[kind]}"
+    return b, task
+
+
+def compose_chat(vocab: Vocab, turns: list[tuple[str, np.ndarray]]) -> SequenceBuilder:
+    """Chat: role marker, content span, end_turn; loss on assistant content + end_turn (+ final eos)."""
+    b = SequenceBuilder(vocab).special("<|bos|>")
+    for i, (role, text_ids) in enumerate(turns):
+        b.special(ROLE_TOKENS[role])
+        start = b.length
+        b._append(vocab.to_global("text", text_ids))
+        b.spans.append({"modality": "text", "start": start, "end": b.length})
+        b.special("<|end_turn|>")
+        if role == "assistant":
+            last = i == len(turns) - 1
+            if last:
+                b.special("<|eos|>")
+            b.target(start, b.length)
+    if turns and turns[-1][0] != "assistant":
+        b.special("<|eos|>")
+    return b

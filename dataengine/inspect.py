@@ -1,0 +1,136 @@
+"""`dataengine inspect`: counts of a finished run, and sequences decoded back to media.
+
+Decoding uses only what OUT carries (`vocab.json` and `tokenizers/`), so an
+output folder can be inspected anywhere. Each decoded sequence becomes a folder
+with `sequence.txt` (the whole sequence, text decoded and media summarised) and
+one file per media span: PNG (image), GIF (video), WAV (audio), CSV (sensor).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dataengine.errors import RecipeError
+from dataengine.vocab import NUM_SPECIALS, Vocab
+
+
+def load_output(out: Path) -> tuple[dict, dict]:
+    out = Path(out)
+    if not (out / "manifest.json").is_file():
+        raise RecipeError(f"{out} has no manifest.json; pass the --output folder of a finished `dataengine run`")
+    return json.loads((out / "manifest.json").read_text()), json.loads((out / "stats.json").read_text())
+
+
+def summary_lines(out: Path) -> list[str]:
+    manifest, stats = load_output(out)
+    lines = [f"{out}: {stats['sequences']['total']} sequences, {stats['tokens']['total']} tokens, "
+             f"{stats['rejects']['total']} rejects, vocab {manifest['vocab']['size']} ids"]
+
+    def block(title: str, counts: dict) -> None:
+        if counts:
+            lines.append(f"  {title}:")
+            width = max(len(k) for k in counts)
+            lines.extend(f"    {k:<{width}}  {v:>10}" for k, v in counts.items())
+
+    block("inputs by kind", stats["inputs"]["by_kind"])
+    block("sequences by split", stats["sequences"].get("by_split", {}))
+    block("sequences by task", stats["sequences"].get("by_task", {}))
+    block("sequences by source", stats["sequences"].get("by_source", {}))
+    block("tokens by modality", stats["tokens"].get("by_modality", {}))
+    block("rejects by stage/reason", stats["rejects"]["by_stage_reason"])
+    return lines
+
+
+def pick_sequences(out: Path, n: int) -> list[dict]:
+    """`n` sequences, round-robin over tasks (deterministic), so every modality shows up."""
+    files = sorted((Path(out) / "parquet").glob("*.parquet"))
+    if not files or n <= 0:
+        return []
+    df = pl.concat([pl.read_parquet(f) for f in files]).sort(["task", "id"])
+    by_task = {t: g.to_dicts() for t, g in df.group_by("task", maintain_order=True)}
+    picked, i = [], 0
+    while len(picked) < n and any(i < len(rows) for rows in by_task.values()):
+        for task in sorted(by_task, key=str):
+            rows = by_task[task]
+            if i < len(rows) and len(picked) < n:
+                picked.append(rows[i])
+        i += 1
+    return picked
+
+
+def decode_to(out: Path, n: int, to: Path, log=print) -> list[Path]:
+    from dataengine.pipeline.tokenize_stage import load_tokenizers
+
+    out, to = Path(out), Path(to)
+    vocab = Vocab.load(out / "vocab.json")
+    toks = load_tokenizers(out / "tokenizers", sorted(vocab.tokenizers))
+    written = []
+    for row in pick_sequences(out, n):
+        folder = to / f"{row['task']}-{row['id']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        written += decode_sequence(row, vocab, toks, folder)
+        log(f"  {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+    return written
+
+
+def decode_sequence(row: dict, vocab: Vocab, toks: dict, folder: Path) -> list[Path]:
+    from dataengine import mediaio
+
+    tokens = np.asarray(row["tokens"], dtype=np.int64)
+    sides = json.loads(row["side"])
+    meta = json.loads(row["meta"])
+    written = []
+    media_spans = [(s, d) for s, d in zip(row["spans"], sides) if d.get("tokenizer") != "text"]
+    for k, (span, side) in enumerate(media_spans):
+        name, modality = side["tokenizer"], span["modality"]
+        ids = tokens[span["start"]:span["end"]]
+        ids = ids[ids >= NUM_SPECIALS]  # drop frame/row separators (specials)
+        local = vocab.to_local(name, ids)
+        value = toks[name].decode(local, side)
+        stem = folder / f"{k}_{modality}"
+        if modality == "image":
+            path = stem.with_suffix(".png")
+            mediaio.write_png(path, value)
+        elif modality == "video":
+            path = stem.with_suffix(".gif")
+            fps = float(meta.get("fps") or 2.0)
+            mediaio.write_video(path, value, fps)
+        elif modality == "audio":
+            path = stem.with_suffix(".wav")
+            mediaio.write_audio(path, np.asarray(value, dtype=np.float32), int(toks[name].params["sample_rate"]))
+        elif modality == "sensor":
+            path = stem.with_suffix(".csv")
+            channels = meta.get("channels") or [f"ch{i}" for i in range(value.shape[1])]
+            pl.DataFrame({c: value[:, i] for i, c in enumerate(channels)}).write_csv(path)
+        else:
+            continue
+        written.append(path)
+    text_path = folder / "sequence.txt"
+    text_path.write_text(render_sequence(tokens, vocab, toks["text"]) + "\n")
+    written.append(text_path)
+    return written
+
+
+def render_sequence(tokens: np.ndarray, vocab: Vocab, text_tok) -> str:
+    """The sequence as a person reads it: specials by name, text decoded, media runs summarised."""
+    names = {i: t for t, i in vocab.specials.items()}
+    seps = {vocab.special("<|frame_sep|>"), vocab.special("<|row_sep|>")}
+    mods = vocab.modality_of(tokens)
+    pieces, i = [], 0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and mods[i] != "special" and (mods[j] == mods[i] or int(tokens[j]) in seps):
+            j += 1
+        if mods[i] == "special":
+            pieces.append(names.get(int(tokens[i]), f"<|special_{int(tokens[i])}|>"))
+            i += 1
+            continue
+        if mods[i] == "text":
+            pieces.append(text_tok.decode(vocab.to_local("text", tokens[i:j]), {}))
+        else:
+            pieces.append(f"[{j - i} {mods[i]} tokens]")
+        i = j
+    return " ".join(pieces)

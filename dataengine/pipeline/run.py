@@ -1,0 +1,152 @@
+"""`dataengine run`: compile a recipe into a Ray Data pipeline and write the outputs.
+
+    discover (driver) -> decode (Ray tasks) -> tokenize + compose (Ray actor pool)
+      -> split, sort by id, write shards (driver) -> rejects, stats, manifest
+
+Everything is written to a staging folder beside OUT and moved into place at
+the end, so a reader never sees a half-written OUT. The same code runs on a
+local Ray (started here) and on a cluster (`--address` or `ray job submit`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataengine.discover import discover
+from dataengine.errors import RecipeError
+from dataengine.pipeline.decode_stage import DecodeStage
+from dataengine.pipeline.tokenize_stage import TokenizeStage, load_tokenizers
+from dataengine.recipe import Recipe
+from dataengine.shards.manifest import build_manifest, build_stats
+from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
+from dataengine.shards.writer import write_split
+from dataengine.tokenize.fit import ensure_tokenizers, image_size_of
+from dataengine.vocab import Vocab
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to `address`, or start a local Ray; reuse one that is already up."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+                      ignore_reinit_error=True)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    quiet = os.environ.get("CI") or not sys.stderr.isatty()
+    ctx.enable_progress_bars = not quiet
+    ctx.print_on_execution_start = False
+    return ray
+
+
+def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = None,
+                 address: str | None = None, log=print) -> dict:
+    """Run `recipe` and write OUT; returns the manifest."""
+    t0 = time.time()
+    output = Path(output).resolve()
+    sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
+    missing = [str(p) for _, p in sources if not p.is_dir()]
+    if missing:
+        raise RecipeError(f"input folder(s) not found: {missing}; pass existing folders with --input")
+    tokdir = Path(tokenizers_dir) if tokenizers_dir else recipe.resolve(recipe.tokenizers_dir)
+    ensure_tokenizers(recipe, tokdir, log=log)
+    roles = sorted(recipe.tokenizers)
+    vocab = Vocab.build(load_tokenizers(tokdir, roles))
+
+    staging = output.parent / f".{output.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    vocab.save(staging / "vocab.json")
+    _copy_tokenizers(tokdir, roles, staging / "tokenizers")
+
+    found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
+    log(f"discovered {len(found.files)} files -> {len(found.units)} sample groups, "
+        f"{len(found.rejects)} rejected at discovery")
+    results = _execute(recipe, found, tokdir, roles, staging / "vocab.json", address, log)
+
+    ok = results.filter(pc.equal(results.column("status"), "ok"))
+    rejected = results.filter(pc.equal(results.column("status"), "reject"))
+    sequences = _with_split(ok, recipe.output.val_fraction)
+    shards = []
+    for split in ("train", "val"):
+        part = sequences.filter(pc.equal(sequences.column("split"), split))
+        part = part.sort_by([("id", "ascending")])
+        shards += write_split(part, split, staging, shard_rows=recipe.output.shard_rows,
+                              compression=recipe.output.parquet_compression, webdataset=recipe.output.webdataset)
+    rejects = _rejects_table(found.rejects, rejected)
+    pq.write_table(rejects, staging / "rejects.parquet", compression="zstd")
+
+    stats = build_stats(staging, vocab, found, shards)
+    (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    manifest = build_manifest(recipe, vocab, shards, stats)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _swap_into_place(staging, output)
+    log(f"wrote {stats['sequences']['total']} sequences ({stats['tokens']['total']} tokens) in "
+        f"{len([s for s in shards if s['format'] == 'parquet'])} parquet shards, "
+        f"{stats['rejects']['total']} rejects, in {time.time() - t0:.1f}s")
+    return manifest
+
+
+def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: Path, address, log) -> pa.Table:
+    from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
+
+    if not found.units:
+        return RESULT_SCHEMA.empty_table()
+    ray = init_ray(address)
+    from ray.data import ActorPoolStrategy
+
+    ex = recipe.execution
+    gpu = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0  # never ask for a GPU that is not there
+    decode = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(roles))
+    units = [u.to_row() for u in found.units]
+    ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
+    ds = ds.map_batches(decode, batch_size=ex.decode_batch, batch_format="pyarrow", num_cpus=ex.decode_num_cpus)
+    ds = ds.map_batches(
+        TokenizeStage,
+        fn_constructor_kwargs={"tokenizers_dir": str(tokdir), "roles": roles, "vocab_path": str(vocab_path)},
+        batch_size=ex.tokenize_batch, batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=1, max_size=max(1, ex.tokenize_actors)),
+        num_cpus=ex.tokenize_num_cpus, num_gpus=gpu,
+    )
+    tables = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
+    return pa.concat_tables([t.cast(RESULT_SCHEMA) for t in tables]) if tables else RESULT_SCHEMA.empty_table()
+
+
+def _with_split(ok: pa.Table, val_fraction: float) -> pa.Table:
+    ids = ok.column("id").to_pylist()
+    # the id is a sha256 prefix: its first 8 hex digits are a uniform draw, stable as the corpus grows
+    split = ["val" if int(i[:8], 16) / 0x1_0000_0000 < val_fraction else "train" for i in ids]
+    cols = {name: ok.column(name) for name in SEQUENCE_SCHEMA.names if name != "split"}
+    cols["split"] = pa.array(split, pa.string())
+    return pa.table({name: cols[name] for name in SEQUENCE_SCHEMA.names}).cast(SEQUENCE_SCHEMA)
+
+
+def _rejects_table(discover_rejects: list[dict], rejected: pa.Table) -> pa.Table:
+    rows = list(discover_rejects) + rejected.select(REJECT_SCHEMA.names).to_pylist()
+    rows.sort(key=lambda r: (r["source"], r["path"], r["stage"], r["reason"]))
+    return pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
+
+
+def _copy_tokenizers(tokdir: Path, roles: list[str], dest: Path) -> None:
+    """OUT carries its tokenizers (cards + weights), so `inspect --decode` needs nothing else."""
+    for role in roles:
+        shutil.copytree(tokdir / role, dest / role)
+
+
+def _swap_into_place(staging: Path, output: Path) -> None:
+    old = output.parent / f".{output.name}.old-{os.getpid()}"
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,258 @@
+"""Recipes: typed, validated YAML that the engine compiles into a Ray pipeline.
+
+Every key is checked before any work starts. An unknown key, a wrong type or a
+bad value stops the run with a message that names the key, what is allowed and,
+for a typo, the closest valid key. Relative paths in a recipe are resolved
+against the recipe file's folder, so a recipe runs the same from any cwd.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dataengine.errors import RecipeError
+
+TOKENIZER_ROLES = ("text", "image", "video", "audio", "sensor")
+
+
+@dataclass
+class Source:
+    name: str
+    path: str
+
+
+@dataclass
+class ImageDecode:
+    max_pixels: int = 40_000_000  # Pillow's own bomb limit is ~89 MP; 40 MP covers any camera photo
+
+
+@dataclass
+class VideoDecode:
+    fps: float = 2.0          # frames sampled per second of video
+    max_seconds: float = 10.0  # longer clips are cut here (recorded as truncated)
+    max_frames: int = 8
+    max_pixels: int = 8_294_400  # 4K UHD per frame
+
+
+@dataclass
+class AudioDecode:
+    sample_rate: int = 16_000  # the audio tokenizer's rate; must match it
+    max_seconds: float = 30.0
+
+
+@dataclass
+class SensorDecode:
+    rate_hz: float = 10.0
+    max_rows: int = 4096
+    max_nan_ratio: float = 0.1
+
+
+@dataclass
+class TextDecode:
+    max_chars: int = 200_000
+    max_record_bytes: int = 1_000_000
+
+
+@dataclass
+class Decode:
+    max_file_bytes: int = 256 * 2**20
+    image: ImageDecode = field(default_factory=ImageDecode)
+    video: VideoDecode = field(default_factory=VideoDecode)
+    audio: AudioDecode = field(default_factory=AudioDecode)
+    sensor: SensorDecode = field(default_factory=SensorDecode)
+    text: TextDecode = field(default_factory=TextDecode)
+
+
+@dataclass
+class TokenizerSpec:
+    family: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fit:
+    max_items: int = 400   # per modality: a sample of the corpus is enough to fit
+    min_items: int = 1     # fewer decoded items than this for a modality is a recipe error
+
+
+@dataclass
+class Output:
+    shard_rows: int = 4096       # sequences per shard
+    val_fraction: float = 0.02   # held out by a hash of the sequence id (stable as the corpus grows)
+    webdataset: bool = True
+    parquet_compression: str = "zstd"
+
+
+@dataclass
+class Execution:
+    decode_batch: int = 8         # units per decode task
+    tokenize_batch: int = 16      # decoded items per tokenizer actor call
+    tokenize_actors: int = 1      # max actors in the tokenizer pool
+    tokenize_num_cpus: float = 1.0  # per actor; fractional values avoid starving the read stage
+    decode_num_cpus: float = 1.0
+
+
+@dataclass
+class Recipe:
+    name: str
+    sources: list[Source]
+    tokenizers: dict[str, TokenizerSpec]
+    tokenizers_dir: str = "tokenizers"
+    seed: int = 0
+    decode: Decode = field(default_factory=Decode)
+    fit: Fit = field(default_factory=Fit)
+    output: Output = field(default_factory=Output)
+    execution: Execution = field(default_factory=Execution)
+    base_dir: str = field(default=".", metadata={"internal": True})
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def load_recipe(path: str | Path, *, inputs: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe; `inputs` replace its sources (the CLI's --input)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} not found; pass a YAML file such as pipelines/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+    if inputs:
+        data = dict(data or {})
+        data["sources"] = [{"name": _source_name(p, i), "path": str(Path(p).resolve())} for i, p in enumerate(inputs)]
+    recipe = parse_recipe(data, base_dir=path.resolve().parent, where=str(path))
+    return recipe
+
+
+def parse_recipe(data, *, base_dir: Path | str = ".", where: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: a recipe is a YAML mapping with keys {_fields(Recipe)}")
+    recipe = _build(Recipe, {**data, "base_dir": str(base_dir)}, where)
+    _check_semantics(recipe, where)
+    return recipe
+
+
+def _source_name(path: str, i: int) -> str:
+    name = Path(path).resolve().name or f"input{i}"
+    return name
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping with keys {_fields(cls)}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"{where}: unknown key {key!r}{hint} Allowed keys: {_fields(cls)}")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{where}: missing required key {name!r}")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {type(value).__name__} ({value!r})")
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r})")
+        return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _check_semantics(r: Recipe, where: str) -> None:
+    from dataengine.tokenize.registry import get_family  # local: keeps `recipe` import light
+
+    if not r.sources:
+        raise RecipeError(f"{where}: `sources` is empty; list at least one {{name, path}} or pass --input PATH")
+    names = [s.name for s in r.sources]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{where}: source names must be unique, got {names}")
+    for role, spec in r.tokenizers.items():
+        if role not in TOKENIZER_ROLES:
+            close = difflib.get_close_matches(role, TOKENIZER_ROLES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"{where}.tokenizers: unknown role {role!r}{hint} Allowed: {list(TOKENIZER_ROLES)}")
+        fam = get_family(spec.family)
+        if fam.modality != role:
+            raise RecipeError(
+                f"{where}.tokenizers.{role}: family {spec.family!r} tokenizes {fam.modality}, not {role}"
+            )
+    if "text" not in r.tokenizers:
+        raise RecipeError(f"{where}.tokenizers: a `text` tokenizer is required (captions, labels, chat)")
+    if "video" in r.tokenizers and "image" not in r.tokenizers:
+        raise RecipeError(f"{where}.tokenizers.video: the `frames` family needs an `image` tokenizer too")
+    audio = r.tokenizers.get("audio")
+    if audio is not None:
+        rate = audio.params.get("sample_rate")
+        if rate is not None and rate != r.decode.audio.sample_rate:
+            raise RecipeError(
+                f"{where}: decode.audio.sample_rate={r.decode.audio.sample_rate} differs from "
+                f"tokenizers.audio.params.sample_rate={rate}; set both to the same rate"
+            )
+    if not 0.0 <= r.output.val_fraction < 1.0:
+        raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
+    if r.output.shard_rows < 1:
+        raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
+    if r.output.parquet_compression not in ("zstd", "snappy", "gzip", "none"):
+        raise RecipeError(f"{where}.output.parquet_compression: use one of zstd, snappy, gzip, none")

@@ -1,0 +1,151 @@
+"""Fit every tokenizer a recipe names on a sample of its inputs.
+
+The sample is chosen by a seeded hash of each sample group's id (stable as the
+corpus grows), decoded in-process with the same decode stage the pipeline uses,
+and handed to each family's `fit`. Text is fitted on everything textual the
+pipeline will encode: documents, captions, transcripts, labels and chat turns.
+Outputs: `DIR/<role>/card.yaml` plus weights (safetensors or tokenizer.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from safetensors.numpy import load as st_load
+
+from dataengine.discover import discover
+from dataengine.errors import RecipeError
+from dataengine.recipe import Recipe
+from dataengine.tokenize.base import CARD_FILE, read_card, resolve_params
+from dataengine.tokenize.registry import get_family, load_tokenizer
+
+FIT_ORDER = ("text", "image", "video", "audio", "sensor")  # video needs the fitted image tokenizer
+
+
+def image_size_of(recipe: Recipe) -> int | None:
+    spec = recipe.tokenizers.get("image")
+    if spec is None:
+        return None
+    fam = get_family(spec.family)
+    return int(resolve_params(spec.family, fam.defaults, spec.params)["size"])
+
+
+def resolved_params(recipe: Recipe, role: str) -> dict:
+    spec = recipe.tokenizers[role]
+    return resolve_params(spec.family, get_family(spec.family).defaults, spec.params)
+
+
+def fitted_state(recipe: Recipe, tokdir: Path, role: str) -> str:
+    """'missing', 'ok', or a sentence saying how the fitted one differs from the recipe."""
+    directory = Path(tokdir) / role
+    if not (directory / CARD_FILE).is_file():
+        return "missing"
+    card = read_card(directory)
+    spec = recipe.tokenizers[role]
+    if card["family"] != spec.family:
+        return f"family {card['family']!r} on disk, {spec.family!r} in the recipe"
+    want = resolved_params(recipe, role)
+    diff = {k: (card["params"].get(k), v) for k, v in want.items() if card["params"].get(k) != v}
+    return "ok" if not diff else f"params differ (on disk, recipe): {diff}"
+
+
+def ensure_tokenizers(recipe: Recipe, tokdir: Path, *, log=print) -> None:
+    """Fit the tokenizers that are missing; refuse to silently use ones fitted with other params."""
+    states = {role: fitted_state(recipe, tokdir, role) for role in recipe.tokenizers}
+    stale = {r: s for r, s in states.items() if s not in ("ok", "missing")}
+    if stale:
+        lines = "; ".join(f"{r}: {s}" for r, s in stale.items())
+        raise RecipeError(
+            f"tokenizers in {tokdir} do not match the recipe ({lines}). Refit them with "
+            f"`dataengine fit RECIPE --input PATH --tokenizers {tokdir} --force`, or point "
+            f"`tokenizers_dir` (or --tokenizers) at another folder"
+        )
+    missing = [r for r, s in states.items() if s == "missing"]
+    if missing:
+        log(f"fitting missing tokenizers {missing} into {tokdir}")
+        fit_tokenizers(recipe, tokdir, roles=missing, log=log)
+
+
+def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = None, log=print) -> dict:
+    """Fit `roles` (default: all) and save them under `tokdir`; returns per-role summaries."""
+    from dataengine.pipeline.decode_stage import DecodeStage
+
+    tokdir = Path(tokdir)
+    roles = [r for r in FIT_ORDER if r in (roles or list(recipe.tokenizers))]
+    sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
+    for name, path in sources:
+        if not path.is_dir():
+            raise RecipeError(f"source {name!r}: {path} is not a folder; pass an existing folder with --input")
+    found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
+    stage = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe),
+                        modalities=frozenset(recipe.tokenizers))
+    samples = _collect_samples(recipe, found.units, stage, log)
+    summary = {}
+    for role in roles:
+        items = samples[role]
+        if len(items) < recipe.fit.min_items:
+            raise RecipeError(
+                f"cannot fit tokenizers.{role}: the inputs hold {len(items)} decodable {role} items "
+                f"(fit.min_items={recipe.fit.min_items}); add {role} files or remove tokenizers.{role}"
+            )
+        spec = recipe.tokenizers[role]
+        fam = get_family(spec.family)
+        extra = {}
+        if role == "video":
+            extra["image_tokenizer"] = load_tokenizer(tokdir / "image")
+        t0 = time.time()
+        log(f"fit {role} ({spec.family}) on {len(items)} items")
+        tok = fam.fit(items, spec.params, seed=recipe.seed, log=lambda m, r=role: log(f"  [{r}] {m}"), **extra)
+        tok.save(tokdir / role)
+        summary[role] = {"items": len(items), "seconds": round(time.time() - t0, 1),
+                         "vocab_size": tok.vocab_size, "weights_sha256": tok.card()["weights_sha256"]}
+        log(f"  [{role}] vocab {tok.vocab_size}, {summary[role]['seconds']}s -> {tokdir / role}")
+    return summary
+
+
+def _rank(seed: int, unit_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{unit_id}".encode()).hexdigest()
+
+
+def _collect_samples(recipe: Recipe, units: list, stage, log) -> dict[str, list]:
+    """Decode a seeded sample of units per kind; route arrays and text to each role."""
+    cap = recipe.fit.max_items
+    by_kind: dict[str, list] = {}
+    for u in sorted(units, key=lambda u: _rank(recipe.seed, u.unit_id)):
+        by_kind.setdefault(u.kind, []).append(u)
+    samples: dict[str, list] = {role: [] for role in FIT_ORDER}
+    t0 = time.time()
+    for kind, group in sorted(by_kind.items()):
+        for u in group[:cap]:
+            for row in stage.decode_unit(u.to_row()):
+                if row["status"] != "ok":
+                    continue
+                _route(row, samples)
+    for role in samples:  # keep each role's sample bounded (video frames, captions)
+        samples[role] = samples[role][: cap * (20 if role == "text" else 4)]
+    counts = {r: len(v) for r, v in samples.items() if v}
+    log(f"decoded a fitting sample in {time.time() - t0:.1f}s: {counts}")
+    return samples
+
+
+def _route(row: dict, samples: dict[str, list]) -> None:
+    meta = json.loads(row["meta"])
+    arrays = st_load(row["arrays"]) if row["arrays"] else {}
+    if "image" in arrays:
+        samples["image"].append(arrays["image"])
+    if "frames" in arrays:
+        samples["video"].append(arrays["frames"])
+        samples["image"].extend(list(arrays["frames"][:: max(1, len(arrays["frames"]) // 2)]))
+    if "audio" in arrays:
+        samples["audio"].append(arrays["audio"])
+    if "sensor" in arrays:
+        samples["sensor"].append(arrays["sensor"])
+    if meta.get("text"):
+        samples["text"].append(meta["text"])
+    record = meta.get("record") or {}
+    if record.get("text"):
+        samples["text"].append(record["text"])
+    for m in record.get("messages", []):
+        samples["text"].append(m["content"])

@@ -1,0 +1,18 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session: ray.init costs seconds (NOTES)."""
+    import ray
+
+    from dataengine.pipeline.run import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataengine.errors import RecipeError
+from dataengine.recipe import load_recipe, parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base():
+    return {"name": "t", "sources": [{"name": "a", "path": "x"}],
+            "tokenizers": {"text": {"family": "bpe"}}}
+
+
+def test_demo_recipe_loads_and_resolves_relative_paths():
+    r = load_recipe(ROOT / "pipelines" / "demo.yaml")
+    assert set(r.tokenizers) == {"text", "image", "video", "audio", "sensor"}
+    assert r.resolve(r.tokenizers_dir) == ROOT / "tokenizers" / "demo"
+    assert r.decode.audio.sample_rate == 16000
+
+
+def test_inputs_replace_sources(tmp_path):
+    (tmp_path / "mine").mkdir()
+    r = load_recipe(ROOT / "pipelines" / "demo.yaml", inputs=[str(tmp_path / "mine")])
+    assert [(s.name, Path(s.path)) for s in r.sources] == [("mine", tmp_path / "mine")]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(sed=1), "did you mean 'seed'"),
+    (lambda d: d.update(seed="zero"), "seed: expected an integer"),
+    (lambda d: d.setdefault("decode", {}).update(audio={"sample_rte": 8000}), "did you mean 'sample_rate'"),
+    (lambda d: d["tokenizers"].update(imag={"family": "fsq_image"}), "did you mean 'image'"),
+    (lambda d: d["tokenizers"].update(image={"family": "bpe"}), "tokenizes text, not image"),
+    (lambda d: d["tokenizers"].update(image={"family": "fsq_imag"}), "fsq_image"),
+    (lambda d: d.pop("sources"), "missing required key 'sources'"),
+    (lambda d: d.update(output={"val_fraction": 1.5}), "val_fraction"),
+    (lambda d: d["tokenizers"].update(video={"family": "frames"}), "needs an `image` tokenizer"),
+    (lambda d: d["tokenizers"].pop("text"), "a `text` tokenizer is required"),
+])
+def test_bad_recipes_fail_with_a_fix(mutate, message):
+    d = base()
+    mutate(d)
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(d)
+
+
+def test_recipe_hash_changes_with_content():
+    a, b = parse_recipe(base()), parse_recipe({**base(), "seed": 1})
+    assert a.sha256 != b.sha256 and a.sha256 == parse_recipe(base()).sha256
+
+
+def test_missing_recipe_file_names_an_example(tmp_path):
+    with pytest.raises(RecipeError, match="pipelines/demo.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    bad.write_text(yaml.safe_dump(["a list"]))
+    with pytest.raises(RecipeError, match="YAML mapping"):
+        load_recipe(bad)
