@@ -61,12 +61,12 @@ class DecodeStage:
         kind = u["kind"]
         needed = "text" if kind in ("text", "jsonl") else kind
         if needed not in self.modalities:
-            return [_reject(u, u["media"], "decode", "no_tokenizer",
-                            f"the recipe has no `tokenizers.{needed}`; add one to keep {kind} inputs")]
+            return self._media_failed(u, None, "no_tokenizer",
+                                      f"the recipe has no `tokenizers.{needed}`; add one to keep {kind} inputs")
         try:
             data = _read(root, u["media"], self.decode.max_file_bytes)
         except RejectError as e:
-            return [_reject(u, u["media"], "decode", e.reason, e.detail)]
+            return self._media_failed(u, None, e.reason, e.detail)
         lineage = [{"path": u["media"], "sha256": hashlib.sha256(data).hexdigest(), "role": "media"}]
         meta: dict = {}
         # sidecar and caption first: their failure is theirs alone, the media still counts
@@ -91,10 +91,10 @@ class DecodeStage:
                 return out + self._jsonl(u, data, lineage[0])
             arrays = self._media(kind, data, u["media"], sidecar, meta)
         except RejectError as e:
-            return out + [_reject(u, u["media"], "decode", e.reason, e.detail)]
+            return out + self._media_failed(u, lineage[1:], e.reason, e.detail)
         except Exception as e:  # a decoder bug or an unforeseen file: reject, never crash the run
-            return out + [_reject(u, u["media"], "decode", "decoder_error",
-                                  f"{type(e).__name__}: {e} | {_last_frame(e)}")]
+            return out + self._media_failed(u, lineage[1:], "decoder_error",
+                                            f"{type(e).__name__}: {e} | {_last_frame(e)}")
         if kind == "text":  # a text document's own file is its content, not a caption
             lineage[0]["role"] = "document"
         out.append(_ok(u, u["unit_id"], "text" if kind == "text" else kind, lineage, meta, arrays))
@@ -134,6 +134,23 @@ class DecodeStage:
             meta["label"] = rec.label
             return {"sensor": np.ascontiguousarray(rec.values, dtype=np.float32)}
         raise RejectError("unsupported_kind", f"no decoder for {kind!r}")
+
+    @staticmethod
+    def _media_failed(u: dict, companions: list[dict] | None, reason: str, detail: str) -> list[dict]:
+        """Reject the media file, and its caption/sidecar with it: they have no sample to join.
+
+        `companions` are the caption/sidecar entries that decoded fine (None: the
+        media failed before they were read, so every companion of the unit).
+        """
+        rows = [_reject(u, u["media"], "decode", reason, detail)]
+        if companions is None:
+            paths = [p for p in (u.get("caption"), u.get("sidecar")) if p]
+        else:
+            paths = [c["path"] for c in companions]
+        for path in paths:
+            rows.append(_reject(u, path, "decode", "media_rejected",
+                                f"its media file {u['media']} was rejected ({reason})"))
+        return rows
 
     def _jsonl(self, u: dict, data: bytes, lineage0: dict) -> list[dict]:
         out = []

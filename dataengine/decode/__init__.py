@@ -1,0 +1,54 @@
+"""Decoders: raw bytes of one file -> arrays per modality.
+
+Every decoder takes `bytes` and raises `dataengine.errors.RejectError(reason,
+detail)` for bad input; no library exception escapes for bad data. Heavy
+libraries (torch, decord, torchaudio) are imported only when a video or an
+audio resample needs them.
+"""
+from __future__ import annotations
+
+from dataengine.decode.audio import AUDIO_EXTS, decode_audio, decode_audio_track
+from dataengine.decode.image import IMAGE_EXTS, decode_image, square_resize
+from dataengine.decode.sensor import SENSOR_EXTS, SensorRecording, decode_sensor, parse_sidecar
+from dataengine.decode.text import JSONL_EXTS, TEXT_EXTS, decode_jsonl, decode_text
+from dataengine.decode.video import VIDEO_EXTS, DecodedVideo, decode_video
+
+_MODALITY_BY_EXT = {
+    **{ext: "image" for ext in IMAGE_EXTS},
+    **{ext: "audio" for ext in AUDIO_EXTS},
+    **{ext: "video" for ext in VIDEO_EXTS},
+    **{ext: "sensor" for ext in SENSOR_EXTS},
+    **{ext: "text" for ext in TEXT_EXTS},
+    **{ext: "jsonl" for ext in JSONL_EXTS},
+}
+
+
+def modality_of_ext(ext: str) -> str | None:
+    """"image", "audio", "video", "sensor", "text" or "jsonl" for a file extension
+    (``".JPG"`` and ``"jpg"`` both work); None for anything else."""
+    ext = ext.strip().lower()
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    return _MODALITY_BY_EXT.get(ext)
+
+
+__all__ = [
+    "AUDIO_EXTS",
+    "IMAGE_EXTS",
+    "JSONL_EXTS",
+    "SENSOR_EXTS",
+    "TEXT_EXTS",
+    "VIDEO_EXTS",
+    "DecodedVideo",
+    "SensorRecording",
+    "decode_audio",
+    "decode_audio_track",
+    "decode_image",
+    "decode_jsonl",
+    "decode_sensor",
+    "decode_text",
+    "decode_video",
+    "modality_of_ext",
+    "parse_sidecar",
+    "square_resize",
+]

@@ -1,0 +1,204 @@
+"""Text decoding: plain documents (`.txt`, `.md`) and JSON Lines records (`.jsonl`).
+
+Documents are strict UTF-8, NFC-normalised, with ``\\n`` line ends. A JSONL file
+decodes to one entry per non-blank line: a normalised record, or a
+`RejectError` for that line (so one bad line does not cost the whole file).
+
+Records are ``{"text": str}`` or ``{"messages": [{"role", "content"}, ...]}``;
+other top-level keys are kept under ``"meta"`` (present only when non-empty).
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+from dataengine.errors import RejectError
+
+TEXT_EXTS = frozenset({".txt", ".md"})
+JSONL_EXTS = frozenset({".jsonl"})
+
+MAX_JSON_DEPTH = 20
+ROLES = frozenset({"system", "user", "assistant"})
+
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# C0 controls other than \t \n \v \f \r, plus DEL: rare in real text.
+_CONTROL_RE = re.compile(r"[\x01-\x08\x0e-\x1f\x7f]")
+_MAX_CONTROL_RATIO = 0.01
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` that refuses nesting deeper than `max_depth` and NaN/Infinity.
+
+    Raises `ValueError` (json.JSONDecodeError is one) for anything that is not
+    acceptable JSON; callers turn it into their own reject reason.
+    """
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"JSON nesting is far deeper than {max_depth} levels") from None
+    depth = json_depth(value)
+    if depth > max_depth:
+        raise ValueError(f"JSON nesting is {depth} levels deep (limit {max_depth})")
+    return value
+
+
+def _normalise(text: str) -> str:
+    """NFC, ``\\r\\n``/``\\r`` -> ``\\n``, trailing whitespace of the whole text removed."""
+    text = unicodedata.normalize("NFC", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
+
+
+def decode_text(data: bytes, *, max_chars: int = 2_000_000) -> str:
+    """Decode a text document.
+
+    Strict UTF-8 with an optional BOM; NUL bytes or many control characters mean
+    a binary file. Returns NFC text with ``\\n`` line ends and no trailing
+    whitespace (leading whitespace and per-line spacing are kept: Markdown and
+    code need them).
+
+    Reject reasons: ``binary_text``, ``invalid_utf8``, ``empty_text``, ``too_long``.
+    """
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    if len(data) > 4 * max_chars:  # a UTF-8 character is at most 4 bytes
+        raise RejectError("too_long", f"{len(data)} bytes is more than {max_chars} characters")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        hint = " (it looks like UTF-16: re-encode it as UTF-8)" if data[:2] in _UTF16_BOMS else ""
+        raise RejectError("binary_text", f"NUL byte at offset {nul}{hint}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectError("invalid_utf8", f"invalid UTF-8 at byte offset {exc.start}") from None
+    if text and len(_CONTROL_RE.findall(text)) > _MAX_CONTROL_RATIO * len(text):
+        raise RejectError("binary_text", "too many control characters for a text document")
+    text = _normalise(text)
+    if not text.strip():
+        raise RejectError("empty_text", "the document is empty or only whitespace")
+    if len(text) > max_chars:
+        raise RejectError("too_long", f"{len(text)} characters (limit {max_chars})")
+    return text
+
+
+def _normalise_record(obj: Any, where: str) -> dict:
+    """Check one parsed JSON value and return the normalised record (or raise bad_record)."""
+    if not isinstance(obj, dict):
+        raise RejectError("bad_record", f"{where}: a record must be a JSON object, got {type(obj).__name__}")
+    has_text, has_messages = "text" in obj, "messages" in obj
+    if has_text == has_messages:
+        raise RejectError("bad_record", f"{where}: a record needs exactly one of 'text' or 'messages'")
+    extra = {k: v for k, v in obj.items() if k not in ("text", "messages", "meta")}
+    meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
+    if "meta" in obj and not isinstance(obj["meta"], dict):
+        extra["meta"] = obj["meta"]
+    meta.update(extra)
+
+    if has_text:
+        if not isinstance(obj["text"], str):
+            raise RejectError("bad_record", f"{where}: 'text' must be a string")
+        text = _normalise(obj["text"])
+        if not text.strip():
+            raise RejectError("bad_record", f"{where}: 'text' is empty")
+        record: dict = {"text": text}
+    else:
+        record = {"messages": _normalise_messages(obj["messages"], where)}
+    if meta:
+        record["meta"] = meta
+    try:  # "\ud800" escapes parse to lone surrogates, which no UTF-8 writer accepts
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RejectError("bad_record", f"{where}: a string holds an unpaired surrogate escape") from None
+    return record
+
+
+def _normalise_messages(messages: Any, where: str) -> list[dict]:
+    """Validate a chat: system turns first, then at least one user and one assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        raise RejectError("bad_record", f"{where}: 'messages' must be a non-empty list")
+    out: list[dict] = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise RejectError("bad_record", f"{where}: message {i} is not an object")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise RejectError("bad_record", f"{where}: message {i} has role {role!r}; use one of {sorted(ROLES)}")
+        if role == "system" and any(m["role"] != "system" for m in out):
+            raise RejectError("bad_record", f"{where}: message {i}: system turns must come first")
+        if not isinstance(content, str):
+            raise RejectError("bad_record", f"{where}: message {i} content must be a string")
+        content = _normalise(content)
+        if not content.strip():
+            raise RejectError("bad_record", f"{where}: message {i} ({role}) has empty content")
+        out.append({"role": role, "content": content})
+    roles = {m["role"] for m in out}
+    if not {"user", "assistant"} <= roles:
+        raise RejectError("bad_record", f"{where}: a chat needs at least one user and one assistant turn")
+    return out
+
+
+def _decode_line(raw: bytes, lineno: int, max_record_bytes: int) -> dict:
+    """Decode one non-blank JSONL line into a record; raise RejectError naming the line."""
+    where = f"line {lineno}"
+    if len(raw) > max_record_bytes:
+        raise RejectError("record_too_large", f"{where}: {len(raw)} bytes (limit {max_record_bytes})")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectError("invalid_utf8", f"{where}: invalid UTF-8 at byte {exc.start} of the line") from None
+    try:
+        obj = loads_json(line)
+    except (ValueError, RecursionError) as exc:
+        raise RejectError("bad_json", f"{where}: {exc}") from None
+    return _normalise_record(obj, where)
+
+
+def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000) -> list[dict | RejectError]:
+    """Decode a JSON Lines file into one entry per non-blank line, in file order.
+
+    Each entry is a normalised record or the `RejectError` for that line
+    (reasons ``bad_json``, ``bad_record``, ``record_too_large``, ``invalid_utf8``;
+    the detail starts with the 1-based line number).
+
+    The whole file is rejected (raised) when it is ``empty_file`` (no non-blank
+    line), ``binary_text`` (NUL bytes), or ``invalid_utf8`` (no line is valid UTF-8).
+    """
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise RejectError("binary_text", f"NUL byte at offset {nul}: not a JSONL text file")
+    out: list[dict | RejectError] = []
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            out.append(_decode_line(raw, lineno, max_record_bytes))
+        except RejectError as exc:
+            out.append(exc)
+    if not out:
+        raise RejectError("empty_file", "the JSONL file has no records")
+    if all(isinstance(e, RejectError) and e.reason == "invalid_utf8" for e in out):
+        raise RejectError("invalid_utf8", "no line of the file is valid UTF-8")
+    return out

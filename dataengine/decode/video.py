@@ -1,0 +1,202 @@
+"""Video decoding: bytes -> frames sampled at a fixed rate, plus the audio track.
+
+PyAV reads the container header first (streams, frame size, duration) so the
+pixel cap is enforced before any frame is decoded. Frames come from decord
+(fast random access); if decord cannot read the data, PyAV decodes the frames
+sequentially instead. The audio track is decoded with PyAV (decord's
+AudioReader leaks memory). Frames are not resized here.
+
+Sampling: target times ``k / fps_eff`` for ``k = 0, 1, ...`` below
+``span = min(duration, max_seconds, max_frames / fps_eff)``, where
+``fps_eff = min(fps, source fps)`` (frames are never duplicated to reach a
+higher rate). Each target takes the last frame shown at that time. The audio
+is cut at the same span.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from dataengine.decode.audio import AV_ERRORS, container_truncated, decode_audio_track, open_container
+from dataengine.errors import RejectError
+
+VIDEO_EXTS = frozenset({".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v"})
+
+
+@dataclass
+class DecodedVideo:
+    """Frames sampled at `fps` and the (optional) mono audio track."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: float  # the sampled fps (<= the requested fps)
+    duration_s: float  # the source's duration (not only the decoded span)
+    audio: np.ndarray | None  # float32 [N] mono in [-1, 1]; None: no audio stream
+    sample_rate: int  # of `audio`
+    truncated: bool  # True when max_seconds / max_frames cut the video short
+
+
+@dataclass
+class _Probe:
+    """What the container header says about its video stream."""
+
+    width: int
+    height: int
+    source_fps: float
+    duration_s: float | None
+
+
+def _video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The first video stream that is not cover art (an MP3's or M4A's picture)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _probe(data: bytes) -> _Probe:
+    """Read the container header with PyAV; reject files with no real video stream."""
+    with open_container(data) as container:
+        if container.format.name.endswith("_pipe") or container.format.name == "image2":
+            raise RejectError("not_a_video", f"this is a still image ({container.format.name}), not a video")
+        stream = _video_stream(container)
+        if stream is None:
+            kinds = sorted({s.type for s in container.streams})
+            raise RejectError("no_video_stream", f"the file has no video stream (streams: {kinds or 'none'})")
+        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+        duration = None
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        return _Probe(int(stream.codec_context.width or 0), int(stream.codec_context.height or 0),
+                      float(rate) if rate else 0.0, duration)
+
+
+def _targets(span: float, fps: float, max_frames: int) -> np.ndarray:
+    """Sample times k / fps below `span`, at most `max_frames` of them."""
+    count = min(max_frames, max(1, math.ceil(span * fps - 1e-6)))
+    return np.arange(count, dtype=np.float64) / fps
+
+
+def _pick(starts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the last frame starting at or before each target time."""
+    return np.clip(np.searchsorted(starts, targets + 1e-6, side="right") - 1, 0, len(starts) - 1)
+
+
+@dataclass
+class _Frames:
+    """Sampled frames and how much of the video they cover."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: float  # the effective sampling rate
+    span: float  # seconds covered by the samples
+    length: float  # seconds of video in the stream (as far as it was read)
+    capped: bool  # max_seconds / max_frames stopped sampling before the end
+
+
+def _frames_decord(data: bytes, fps: float, max_seconds: float, max_frames: int) -> _Frames | None:
+    """Frames via decord; None if decord cannot read the data."""
+    import torch  # noqa: F401, PLC0415 - must be imported before decord
+    import decord  # noqa: PLC0415
+
+    try:
+        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0))
+        count = len(reader)
+        if count == 0:
+            return None
+        stamps = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64)
+        starts = stamps[:, 0] - stamps[0, 0]
+        source_fps = float(reader.get_avg_fps() or 0.0)
+        fps_eff = min(fps, source_fps) if source_fps > 0 else fps
+        length = float(stamps[-1, 1] - stamps[0, 0])
+        if length <= 0 and source_fps > 0:
+            length = count / source_fps
+        span = min(length, max_seconds, max_frames / fps_eff)
+        indices = _pick(starts, _targets(span, fps_eff, max_frames))
+        frames = reader.get_batch(indices.tolist()).asnumpy()
+    except (decord.DECORDError, RuntimeError, ValueError, IndexError):
+        return None
+    return _Frames(frames, fps_eff, span, length, capped=span < length - 1e-3)
+
+
+def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, probe: _Probe) -> _Frames:
+    """Frames via sequential PyAV decoding (the fallback for what decord cannot read)."""
+    fps_eff = min(fps, probe.source_fps) if probe.source_fps > 0 else fps
+    frame_s = 1.0 / (probe.source_fps or fps_eff)
+    span = min(max_seconds, max_frames / fps_eff, probe.duration_s or math.inf)
+    targets = _targets(span, fps_eff, max_frames)
+    picked: list[np.ndarray] = []
+    prev, start, t, stopped = None, None, 0.0, False
+    with open_container(data) as container:
+        stream = _video_stream(container)
+        stream.thread_type = "AUTO"
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                time = frame.time if frame.time is not None else i * frame_s
+                start = time if start is None else start
+                t = time - start
+                # every target before this frame's start shows the previous frame
+                while prev is not None and len(picked) < len(targets) and targets[len(picked)] < t - 1e-6:
+                    picked.append(prev)
+                if t >= span - 1e-6:  # there is video at or after the span's end
+                    stopped = True
+                    break
+                prev = frame.to_ndarray(format="rgb24")
+        except AV_ERRORS as exc:
+            if prev is None:
+                raise RejectError("corrupt", f"cannot decode video frames: {exc}") from None
+    if prev is None:
+        raise RejectError("no_frames", "the video stream has no decodable frames")
+    length = t + frame_s
+    if not stopped:  # the stream ended: targets up to its end show the last frame
+        span = min(span, length)
+        picked.extend(prev for _ in range(len(_targets(span, fps_eff, max_frames)) - len(picked)))
+    return _Frames(np.stack(picked), fps_eff, span, length, capped=stopped)
+
+
+def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int,
+                 max_pixels: int, sample_rate: int) -> DecodedVideo:
+    """Decode a video: frames sampled at `fps` (see the module doc) and its audio track.
+
+    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``not_a_video``,
+    ``no_video_stream``, ``too_many_pixels``, ``no_frames``, and the audio
+    track's (``truncated``, ``corrupt``, ``non_finite_values``; detail starts
+    with "audio track:"). An audio stream with no samples gives ``audio=None``.
+    """
+    if not data:
+        raise RejectError("empty_file", "the video file is empty")
+    if fps <= 0 or max_seconds <= 0 or max_frames <= 0:
+        raise ValueError("fps, max_seconds and max_frames must be positive")
+    cut = container_truncated(data)
+    if cut:
+        raise RejectError("truncated", cut)
+    probe = _probe(data)
+    if probe.width * probe.height > max_pixels:
+        raise RejectError("too_many_pixels",
+                          f"{probe.width}x{probe.height} frames are more than {max_pixels} pixels")
+    sampled = _frames_decord(data, fps, max_seconds, max_frames)
+    if sampled is None:
+        sampled = _frames_pyav(data, fps, max_seconds, max_frames, probe)
+    frames = sampled.frames
+    if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
+        raise RejectError("no_frames", f"decoded frames have shape {frames.shape}")
+    if frames.shape[1] * frames.shape[2] > max_pixels:
+        raise RejectError("too_many_pixels", f"decoded frames are {frames.shape[2]}x{frames.shape[1]}")
+    try:
+        track = decode_audio_track(data, sample_rate=sample_rate, max_seconds=sampled.span)
+    except RejectError as exc:
+        if exc.reason != "empty_audio":
+            raise RejectError(exc.reason, f"audio track: {exc.detail}") from None
+        track = None  # an audio stream without samples: no audio
+    return DecodedVideo(
+        frames=np.ascontiguousarray(frames, dtype=np.uint8),
+        fps=float(sampled.fps),
+        duration_s=float(probe.duration_s or sampled.length),
+        audio=None if track is None else track[0],
+        sample_rate=int(sample_rate),
+        truncated=bool(sampled.capped),
+    )

@@ -1,0 +1,289 @@
+"""`fsq_image`: a small conv autoencoder with an FSQ bottleneck.
+
+    image uint8 [S,S,3] -> x_B3HW in [-1,1] -> Encoder (strided convs) -> z_BChw
+        -> FSQ(levels) -> one code per latent cell, raster order -> Decoder -> image
+
+With the defaults a 64x64 image becomes an 8x8 grid of codes from an implicit
+codebook of 8*5*5*5 = 1000 entries: 64 tokens per image. Trained on CPU in a
+few minutes (MSE, AdamW, flips + random-resized crops), best weights kept.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from vector_quantize_pytorch import FSQ
+
+from dataengine.errors import RecipeError, RejectError
+from dataengine.tokenize.base import (
+    WEIGHTS_FILE, Tokenizer, cosine_lr, load_module, module_bytes, resolve_params, seeded,
+)
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, c), c)
+
+
+class ResBlock(nn.Module):
+    """x + conv(silu(norm(conv(silu(norm(x))))))."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            _norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+            _norm(c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
+        )
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return x_BCHW + self.block(x_BCHW)
+
+
+def _widths(channels: int, n_down: int) -> list[int]:
+    """Channel width after each downsampling stage: narrow at high resolution."""
+    return [max(32, channels // 2 ** (n_down - 1 - i)) for i in range(n_down)]
+
+
+class Encoder(nn.Module):
+    """x_B3HW -> z_BChw with h = H / 2**n_down."""
+
+    def __init__(self, channels: int, n_down: int):
+        super().__init__()
+        w = _widths(channels, n_down)
+        layers: list[nn.Module] = [nn.Conv2d(3, w[0] // 2, 3, padding=1)]
+        c_in = w[0] // 2
+        for i, c in enumerate(w):
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), _norm(c), nn.SiLU()]
+            if i >= n_down - 3:  # residual blocks at the three coarsest scales
+                layers.append(ResBlock(c))
+            c_in = c
+        layers += [_norm(c_in), nn.SiLU(), nn.Conv2d(c_in, channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.net(x_B3HW)
+
+
+class Decoder(nn.Module):
+    """zq_BChw -> x_B3HW (nearest upsampling + conv at each stage)."""
+
+    def __init__(self, channels: int, n_down: int):
+        super().__init__()
+        w = _widths(channels, n_down)[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(channels, w[0], 3, padding=1), ResBlock(w[0])]
+        for i, c in enumerate(w):
+            c_out = w[i + 1] if i + 1 < len(w) else w[-1] // 2
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(c, c_out, 3, padding=1), _norm(c_out), nn.SiLU()]
+            if i == 0 and n_down > 1:
+                layers.append(ResBlock(c_out))
+        layers += [nn.Conv2d(w[-1] // 2, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z_BChw: torch.Tensor) -> torch.Tensor:
+        return self.net(z_BChw)
+
+
+class FSQAutoencoder(nn.Module):
+    """Encoder -> FSQ -> Decoder; ``encode`` gives indices_Bhw, ``decode`` takes them back."""
+
+    def __init__(self, levels: list[int], channels: int, downsample: int):
+        super().__init__()
+        n_down = int(round(math.log2(downsample)))
+        self.encoder = Encoder(channels, n_down)
+        self.fsq = FSQ(levels=list(levels), dim=channels)  # projects C -> len(levels) and back
+        self.decoder = Decoder(channels, n_down)
+
+    def forward(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        zq_BChw, _ = self.fsq(self.encoder(x_B3HW))
+        return self.decoder(zq_BChw)
+
+    def encode(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        _, idx_Bhw = self.fsq(self.encoder(x_B3HW))
+        return idx_Bhw
+
+    def decode(self, idx_Bhw: torch.Tensor) -> torch.Tensor:
+        zq_BChw = self.fsq.indices_to_codes(idx_Bhw)
+        return self.decoder(zq_BChw)
+
+
+def to_unit(imgs_BHW3: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,size,size] in [-1,1] (antialiased resize if needed)."""
+    x = torch.as_tensor(np.ascontiguousarray(imgs_BHW3)).permute(0, 3, 1, 2).float()
+    x = x / 127.5 - 1.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(-1, 1)
+
+
+def to_uint8(x_B3HW: torch.Tensor) -> np.ndarray:
+    """float [-1,1] [B,3,H,W] -> uint8 [B,H,W,3]."""
+    x = ((x_B3HW.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def as_rgb(img: Any) -> np.ndarray:
+    """uint8 [H,W,3]; grayscale and RGBA are converted, anything else is rejected."""
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or min(a.shape[:2]) < 1:
+        raise RejectError("bad_image_shape", f"expected uint8 [H,W,3], got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise RejectError("bad_image_dtype", f"expected uint8, got {a.dtype}")
+    return a[:, :, :3]
+
+
+def _augment(x_B3HW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and random-resized crops (scale 0.6..1), per image."""
+    B, _, H, W = x_B3HW.shape
+    out = []
+    for i in range(B):
+        xi = x_B3HW[i : i + 1]
+        if torch.rand(1, generator=g).item() < 0.5:
+            xi = xi.flip(-1)
+        s = 0.6 + 0.4 * torch.rand(1, generator=g).item()
+        ch, cw = max(8, int(H * s)), max(8, int(W * s))
+        top = int(torch.randint(0, H - ch + 1, (1,), generator=g))
+        left = int(torch.randint(0, W - cw + 1, (1,), generator=g))
+        xi = xi[:, :, top : top + ch, left : left + cw]
+        if (ch, cw) != (H, W):
+            xi = F.interpolate(xi, size=(H, W), mode="bilinear", align_corners=False)
+        out.append(xi)
+    return torch.cat(out)
+
+
+class FSQImageTokenizer(Tokenizer):
+    """Image -> ``(size/downsample)**2`` codes from an implicit FSQ codebook."""
+
+    family: ClassVar[str] = "fsq_image"
+    modality: ClassVar[str] = "image"
+    defaults: ClassVar[dict[str, Any]] = {
+        "size": 64, "downsample": 8, "levels": [8, 5, 5, 5], "channels": 64,
+        "steps": 800, "batch_size": 32, "lr": 2e-3,
+    }
+    chunk: ClassVar[int] = 64  # images per forward pass in encode_batch
+
+    def __init__(self, params: dict | None = None, *, fitted_on: dict | None = None):
+        super().__init__(params, fitted_on=fitted_on)
+        p = self.params
+        if p["size"] % p["downsample"] or p["downsample"] & (p["downsample"] - 1):
+            raise RecipeError(
+                f"fsq_image: downsample must be a power of 2 dividing size; got "
+                f"size={p['size']} downsample={p['downsample']}"
+            )
+        self.model = FSQAutoencoder(p["levels"], p["channels"], p["downsample"]).eval()
+
+    @property
+    def grid(self) -> list[int]:
+        g = self.params["size"] // self.params["downsample"]
+        return [g, g]
+
+    def level_sizes(self) -> list[int]:
+        return [int(np.prod(self.params["levels"]))]
+
+    def tokens_per_unit(self) -> dict[str, float]:
+        return {"tokens_per_image": self.grid[0] * self.grid[1]}
+
+    # --- batched core: used by encode/decode and by the `frames` family ---------
+    @torch.inference_mode()
+    def encode_images(self, imgs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """uint8 images (any sizes) -> int32 codes [N, h*w] in raster order."""
+        rgb = [as_rgb(im) for im in imgs]
+        out = []
+        for i in range(0, len(rgb), self.chunk):
+            part = rgb[i : i + self.chunk]
+            size = self.params["size"]
+            x_B3HW = torch.cat([to_unit(im[None], size) for im in part])
+            idx_Bhw = self.model.encode(x_B3HW)
+            out.append(idx_Bhw.reshape(len(part), -1).to(torch.int32).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.grid[0] * self.grid[1]), np.int32)
+
+    @torch.inference_mode()
+    def decode_images(self, codes_Nn: np.ndarray, grid: list[int]) -> np.ndarray:
+        """int codes [N, h*w] -> uint8 images [N, h*ds, w*ds, 3]."""
+        h, w = int(grid[0]), int(grid[1])
+        codes = self.check_codes(codes_Nn).reshape(-1, h, w)
+        out = []
+        for i in range(0, len(codes), self.chunk):
+            idx_Bhw = torch.from_numpy(codes[i : i + self.chunk])
+            out.append(to_uint8(self.model.decode(idx_Bhw)))
+        return np.concatenate(out)
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        return self.encode_images([x])[0], {"grid": self.grid}
+
+    def encode_batch(self, xs: list) -> list[tuple[np.ndarray, dict]]:
+        codes = self.encode_images(xs)
+        return [(c, {"grid": self.grid}) for c in codes]
+
+    def decode(self, codes: np.ndarray, side: dict) -> np.ndarray:
+        grid = side.get("grid", self.grid)
+        return self.decode_images(np.asarray(codes).reshape(1, -1), grid)[0]
+
+    # --- persistence ---------------------------------------------------------
+    def weights_bytes(self) -> bytes:
+        return module_bytes(self.model)
+
+    @classmethod
+    def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "FSQImageTokenizer":
+        tok = cls(card["params"], fitted_on=card.get("fitted_on"))
+        load_module(tok.model, directory / WEIGHTS_FILE)
+        return tok
+
+    # --- training ------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        samples: list,
+        params: dict,
+        *,
+        seed: int,
+        log: Callable[[str], Any] = print,
+        fitted_on: dict | None = None,
+        **resources: Any,
+    ) -> "FSQImageTokenizer":
+        """Train the autoencoder on uint8 images (MSE); keeps the best weights."""
+        p = resolve_params(cls.family, cls.defaults, params)
+        if not samples:
+            raise RecipeError("fsq_image: no images to fit on; add image inputs to the corpus")
+        t0 = time.time()
+        data_N3HW = torch.cat([to_unit(as_rgb(im)[None], p["size"]) for im in samples])
+        eval_B3HW = data_N3HW[:64]
+        with seeded(seed):
+            tok = cls(p)
+            model = tok.model.train()
+            g = torch.Generator().manual_seed(seed)
+            opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], betas=(0.9, 0.99), weight_decay=1e-4)
+            best_loss, best_state, every = float("inf"), copy.deepcopy(model.state_dict()), 100
+            for step in range(p["steps"]):
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, p["steps"], p["lr"])
+                pick = torch.randint(0, len(data_N3HW), (p["batch_size"],), generator=g)
+                x_B3HW = _augment(data_N3HW[pick], g)
+                loss = F.mse_loss(model(x_B3HW), x_B3HW)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                if (step + 1) % every == 0 or step + 1 == p["steps"]:
+                    model.eval()
+                    with torch.inference_mode():
+                        ev = F.mse_loss(model(eval_B3HW), eval_B3HW).item()
+                    model.train()
+                    if ev < best_loss:
+                        best_loss, best_state = ev, copy.deepcopy(model.state_dict())
+                    psnr = 10 * math.log10(4.0 / max(ev, 1e-10))  # range [-1,1] -> peak 2
+                    log(f"[fsq_image] step {step + 1}/{p['steps']} train {loss.item():.4f} "
+                        f"eval {ev:.4f} ({psnr:.1f} dB) {time.time() - t0:.0f}s")
+            model.load_state_dict(best_state)
+            model.eval()
+        tok.fitted_on = {"n_samples": len(samples), "seed": seed,
+                         "best_eval_mse": round(best_loss, 6), **(fitted_on or {})}
+        return tok

@@ -1,0 +1,196 @@
+"""A small mixed corpus that a pipeline "has never seen", for integration tests.
+
+``make_mixed_corpus(root)`` writes real photos, speech (or recorded sounds),
+videos, smartwatch recordings, prose and chat records in every supported
+format, plus (``broken=True``) one broken file of every kind, each alone in
+its own stem under ``broken/``. It returns ``{relpath: fate}`` for every file
+written, where fate is ``"ok"`` or ``"reject:<kind>"``; a sidecar or caption
+shares the fate of its group. The folder stays under 2 MB and builds in a few
+seconds; the same machine gives the same bytes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from dataengine import mediaio
+
+SENTENCES = (
+    "A small test corpus speaks a few short sentences.",
+    "The pipeline should turn this speech into tokens.",
+    "Every broken file must become a reject with a reason.",
+    "This is the last spoken sentence of the test corpus.",
+)
+SOUNDS = {"punch": "a punch sound effect", "car_door": "a car door slamming shut",
+          "whiff": "a quick whoosh", "boom": "an explosion"}
+PHOTOS = {  # stem -> (extension, side, caption)
+    "chelsea": (".png", 96, "A close-up photo of a tabby cat with green eyes."),
+    "coffee": (".jpg", 128, "A cup of coffee on a red saucer, on a wooden table."),
+    "rocket": (".webp", 128, "A rocket on the launch pad at night."),
+    "camera": (".bmp", 64, "A black and white photo of a man behind a camera on a tripod."),
+}
+
+
+def _pkg(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _photo(stem: str, side: int) -> np.ndarray:
+    path = next(p for p in sorted((_pkg("skimage") / "data").glob(stem + ".*")) if p.suffix in (".png", ".jpg"))
+    with Image.open(path) as im:
+        im = im.convert("L" if im.mode == "L" else "RGB")
+        im.thumbnail((side, side), Image.Resampling.LANCZOS)
+        return np.asarray(im)
+
+
+def _clips() -> list[tuple[str, np.ndarray, int]]:
+    """(text, wave, rate): espeak-ng speech when installed, else pygame's recorded sounds."""
+    out = []
+    if mediaio.has_espeak():
+        with tempfile.TemporaryDirectory(prefix="dataengine-factory-") as tmp:
+            for i, text in enumerate(SENTENCES):
+                mediaio.speak(text, Path(tmp) / f"{i}.wav", speed_wpm=190)
+                wave, sr = sf.read(str(Path(tmp) / f"{i}.wav"), dtype="float32")
+                out.append((text, wave, int(sr)))
+        return out
+    data = _pkg("pygame") / "examples" / "data"
+    for name, what in SOUNDS.items():
+        wave, sr = sf.read(str(data / f"{name}.wav"), dtype="float32")
+        out.append((f"The sound of {what}.", wave[: int(sr)], int(sr)))
+    return out
+
+
+def _bomb_png() -> bytes:
+    """A valid PNG header claiming 100000 x 100000 RGB pixels, with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _good(root: Path, fates: dict[str, str]) -> dict[str, bytes]:
+    """Write the files that should decode; return a few payloads to break later."""
+    def put_text(rel: str, text: str) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+        fates[rel] = "ok"
+
+    for stem, (ext, side, caption) in PHOTOS.items():
+        mediaio.write_image(root / f"images/{stem}{ext}", _photo(stem, side), quality=85)
+        fates[f"images/{stem}{ext}"] = "ok"
+        put_text(f"images/{stem}.txt", caption + "\n")
+
+    clips = _clips()
+    for i, ((text, wave, sr), ext) in enumerate(zip(clips, (".wav", ".flac", ".ogg", ".mp3"))):
+        mediaio.write_audio(root / f"audio/clip{i}{ext}", wave, sr)
+        fates[f"audio/clip{i}{ext}"] = "ok"
+        put_text(f"audio/clip{i}.txt", text + "\n")
+
+    text, wave, sr = clips[0]
+    seconds = float(np.clip(len(wave) / sr, 1.0, 2.0))
+    track = np.zeros(int(seconds * sr), np.float32)
+    track[: min(len(track), len(wave))] = wave[: len(track)]
+    pz = mediaio.pan_zoom_frames
+    videos = {
+        "cat_pan.mp4": (pz(_photo("chelsea", 128), "pan_right", int(seconds * 10), 64), track,
+                        f"A pan across a photo of a tabby cat, with the audio: {text}"),
+        "coffee_zoom.webm": (pz(_photo("coffee", 128), "zoom_in", 12, 64), None,
+                             "A slow zoom into a photo of a cup of coffee."),
+        "rocket_pan.avi": (pz(_photo("rocket", 128), "pan_down", 10, 64), None,
+                           "A pan from top to bottom over a photo of a rocket at night."),
+    }
+    for name, (frames, audio, caption) in videos.items():
+        mediaio.write_video(root / "video" / name, frames, 10, audio, sr if audio is not None else None)
+        fates[f"video/{name}"] = "ok"
+        put_text(f"video/{Path(name).stem}.txt", caption + "\n")
+
+    channels = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
+    series = _basic_motions(3)
+    for (values, label), ext in zip(series, (".csv", ".parquet", ".npy")):
+        mediaio.write_sensor(root / f"sensors/{label}{ext}", values, channels, 10.0, label)
+        fates[f"sensors/{label}{ext}"] = fates[f"sensors/{label}.json"] = "ok"
+
+    from pydoc_data.topics import topics
+
+    for key in ("assert", "pass", "while"):
+        put_text(f"text/{key}.txt", topics[key][:1500].strip() + "\n")
+
+    records = [
+        {"messages": [{"role": "user", "content": "What does a pass statement do?"},
+                      {"role": "assistant", "content": "Nothing: it is a placeholder where a statement is required."}]},
+        {"messages": [{"role": "system", "content": "Answer briefly."},
+                      {"role": "user", "content": "How does a while loop end?"},
+                      {"role": "assistant", "content": "When its condition is false, or at a break statement."}]},
+        {"text": "Python's assert statement checks a condition while debugging."},
+    ]
+    lines = [json.dumps(r) for r in records[:2]] + ['{"messages": [{"role": "user", "content": "unfinished'] \
+        + [json.dumps(records[2])]
+    put_text("chat/chat.jsonl", "\n".join(lines) + "\n")
+    return {"jpg": (root / "images/coffee.jpg").read_bytes(), "mp4": (root / "video/cat_pan.mp4").read_bytes(),
+            "wav": (root / "audio/clip0.wav").read_bytes(), "values": series[0][0].tobytes()}
+
+
+def _basic_motions(n: int) -> list[tuple[np.ndarray, str]]:
+    """The first recording of the first ``n`` distinct activities in BasicMotions' training split."""
+    path = _pkg("sktime") / "datasets" / "data" / "BasicMotions" / "BasicMotions_TRAIN.ts"
+    lines = path.read_text(encoding="utf-8").split("@data", 1)[1].split()
+    out: dict[str, np.ndarray] = {}
+    for line in lines:
+        *dims, label = line.split(":")
+        name = {"standing": "resting"}.get(label.lower(), label.lower())
+        if name not in out and len(out) < n:
+            out[name] = np.array([[float(v) for v in d.split(",")] for d in dims], np.float32).T
+    return [(v, k) for k, v in out.items()]
+
+
+def _broken(root: Path, fates: dict[str, str], payload: dict[str, bytes]) -> None:
+    rng = np.random.default_rng(1234)
+    b = root / "broken"
+    b.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[bytes, str]] = {
+        "truncated_photo.jpg": (payload["jpg"][: len(payload["jpg"]) // 2], "truncated"),
+        "truncated_clip.mp4": (payload["mp4"][: len(payload["mp4"]) // 2], "truncated"),
+        "empty_image.png": (b"", "empty"),
+        "empty_sound.wav": (b"", "empty"),
+        "empty_doc.txt": (b"", "empty"),
+        "noise_image.jpg": (rng.bytes(3000), "random_bytes"),
+        "noise_clip.mp4": (rng.bytes(3000), "random_bytes"),
+        "noise_sound.flac": (rng.bytes(3000), "random_bytes"),
+        "sound_named_png.png": (payload["wav"], "wrong_extension"),
+        "latin1_doc.txt": ("Caf\u00e9 cr\u00e8me: na\u00efve r\u00e9sum\u00e9 of a document.\n".encode("latin-1"),
+                           "invalid_utf8"),
+        "bomb.png": (_bomb_png(), "bomb"),
+    }
+    for name, (data, kind) in files.items():
+        (b / name).write_bytes(data)
+        fates[f"broken/{name}"] = f"reject:{kind}"
+    values = np.full((50, 3), np.nan, np.float32)
+    mediaio.write_sensor(b / "nan_watch.csv", values, ("accel_x", "accel_y", "accel_z"), 10.0, "walking")
+    fates["broken/nan_watch.csv"] = fates["broken/nan_watch.json"] = "reject:nan"
+    rows = np.frombuffer(payload["values"], np.float32).reshape(-1, 6)[:50]
+    text = "accel_x,accel_y,accel_z\n" + "".join(f"{r[0]:.6g},{r[1]:.6g},{r[2]:.6g}\n" for r in rows)
+    (b / "no_rate_watch.csv").write_text(text, encoding="utf-8")
+    fates["broken/no_rate_watch.csv"] = "reject:no_rate"
+
+
+def make_mixed_corpus(root: Path, *, broken: bool = True) -> dict[str, str]:
+    """Write the mixed corpus under ``root``; return ``{relpath (posix): "ok" | "reject:<kind>"}``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fates: dict[str, str] = {}
+    payload = _good(root, fates)
+    if broken:
+        _broken(root, fates, payload)
+    return dict(sorted(fates.items()))

@@ -1,0 +1,105 @@
+"""decode_video on clips written with PyAV (3 s, 10 fps, 64x48; frame i has colour frame_colour(i))."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dataengine.decode import video as video_mod
+from dataengine.decode.video import VIDEO_EXTS, DecodedVideo, decode_video
+from dataengine.errors import RejectError
+
+SR = 16000
+KW = dict(fps=2.0, max_seconds=60.0, max_frames=100, max_pixels=1_000_000, sample_rate=SR)
+HAS_AUDIO = {"mp4_h264_aac": True, "webm_vp9_opus": True, "avi_mjpeg": False, "avi_mpeg4": False,
+             "mkv_h264_flac": True}
+
+
+def _reason(data: bytes, **kwargs) -> RejectError:
+    with pytest.raises(RejectError) as info:
+        decode_video(data, **{**KW, **kwargs})
+    return info.value
+
+
+def _assert_colours(media, v: DecodedVideo, source_indices: list[int]) -> None:
+    """Sampled frame k must show source frame source_indices[k] (greens are 8 apart)."""
+    assert len(v.frames) == len(source_indices)
+    for frame, i in zip(v.frames, source_indices):
+        assert np.abs(frame[24, 32].astype(int) - media.frame_colour(i)).max() <= 4, (i, frame[24, 32])
+
+
+def test_exts():
+    assert {".mp4", ".webm", ".avi", ".mov", ".mkv"} <= VIDEO_EXTS
+
+
+@pytest.mark.parametrize("name", sorted(HAS_AUDIO))
+def test_containers_sample_frames_and_audio(media, videos, name):
+    v = decode_video(videos[name], **KW)
+    assert v.frames.dtype == np.uint8 and v.frames.shape == (6, 48, 64, 3)  # 3 s at 2 fps, not resized
+    assert v.fps == 2.0 and abs(v.duration_s - 3.0) < 0.05 and v.truncated is False
+    _assert_colours(media, v, [0, 5, 10, 15, 20, 25])
+    if HAS_AUDIO[name]:
+        assert v.audio is not None and v.audio.dtype == np.float32 and v.sample_rate == SR
+        assert abs(len(v.audio) - 3 * SR) <= 0.03 * SR
+        assert abs(media.dominant_hz(v.audio, SR) - media.TONE_HZ) < 5
+    else:
+        assert v.audio is None
+
+
+def test_max_seconds_and_max_frames_cut_frames_and_audio(media, videos):
+    data = videos["mp4_h264_aac"]
+    v = decode_video(data, **{**KW, "max_seconds": 1.2})
+    _assert_colours(media, v, [0, 5, 10])
+    assert v.truncated is True and abs(v.duration_s - 3.0) < 0.05
+    assert len(v.audio) == int(1.2 * SR)
+    v = decode_video(data, **{**KW, "max_frames": 4})
+    _assert_colours(media, v, [0, 5, 10, 15])
+    assert v.truncated is True and len(v.audio) == 2 * SR  # 4 frames at 2 fps cover 2 s
+
+
+def test_fps_above_source_rate_takes_every_frame(media, videos):
+    v = decode_video(videos["webm_vp9_opus"], **{**KW, "fps": 30.0})
+    assert v.fps == 10.0  # never duplicates frames
+    _assert_colours(media, v, list(range(30)))
+
+
+def test_pyav_fallback_matches_decord(media, videos, monkeypatch):
+    """When decord cannot read the data, PyAV decodes the same frames."""
+    monkeypatch.setattr(video_mod, "_frames_decord", lambda *a, **k: None)
+    for name in ("webm_vp9_opus", "avi_mjpeg", "mp4_h264_aac"):
+        v = decode_video(videos[name], **KW)
+        _assert_colours(media, v, [0, 5, 10, 15, 20, 25])
+        assert v.truncated is False
+        cut = decode_video(videos[name], **{**KW, "max_seconds": 1.2})
+        _assert_colours(media, cut, [0, 5, 10])
+        assert cut.truncated is True
+
+
+def test_animated_gif_needs_the_pyav_fallback(media):
+    frames = [Image.new("RGB", (32, 32), (i * 50, 0, 0)) for i in range(5)]
+    gif = media.encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert video_mod._frames_decord(gif, 10.0, 60.0, 100) is None  # decord cannot open a GIF
+    v = decode_video(gif, **{**KW, "fps": 10.0})
+    assert v.frames.shape == (5, 32, 32, 3) and v.audio is None
+    assert [int(f[0, 0, 0]) for f in v.frames] == [0, 50, 100, 150, 200]
+
+
+def test_broken_inputs(videos, png_bytes, media):
+    assert _reason(b"").reason == "empty_file"
+    assert _reason(np.random.default_rng(0).bytes(5000)).reason == "corrupt"
+    assert _reason(png_bytes).reason == "not_a_video"
+    audio_only = media.encode_audio("ogg", "libopus", rate=48000, seconds=0.5)
+    assert _reason(audio_only).reason == "no_video_stream"
+    for name in ("mp4_h264_aac", "webm_vp9_opus", "avi_mjpeg", "mkv_h264_flac"):
+        data = videos[name]
+        assert _reason(data[: len(data) // 2]).reason == "truncated", name
+
+
+def test_pixel_cap_is_checked_before_decoding(videos, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("frames were decoded")
+
+    monkeypatch.setattr(video_mod, "_frames_decord", no_decoding)
+    monkeypatch.setattr(video_mod, "_frames_pyav", no_decoding)
+    err = _reason(videos["mp4_h264_aac"], max_pixels=64 * 48 - 1)
+    assert err.reason == "too_many_pixels" and "64x48" in err.detail
