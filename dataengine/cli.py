@@ -15,7 +15,9 @@ def _cmd_demo_corpus(args) -> int:
 
     speech = {"auto": None, "yes": True, "no": False}[args.speech]
     summary = write_demo_corpus(Path(args.out), speech=speech, seed=args.seed)
-    print(f"demo corpus written to {args.out}: {summary}")
+    counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items())
+    print(f"demo corpus written to {args.out}: {summary['files']} files, {summary['bytes'] / 2**20:.1f} MiB "
+          f"({counts}); audio from {summary['audio_source']}")
     return 0
 
 

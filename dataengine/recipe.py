@@ -40,6 +40,9 @@ class VideoDecode:
     max_seconds: float = 10.0  # longer clips are cut here (recorded as truncated)
     max_frames: int = 8
     max_pixels: int = 8_294_400  # 4K UHD per frame
+    # pyav: safe on damaged files. decord: random access, faster on long clips, but its bundled
+    # FFmpeg can segfault on some damaged MP4/AVI files, which kills the worker (see the decoder).
+    backend: str = "pyav"
 
 
 @dataclass
@@ -250,6 +253,8 @@ def _check_semantics(r: Recipe, where: str) -> None:
                 f"{where}: decode.audio.sample_rate={r.decode.audio.sample_rate} differs from "
                 f"tokenizers.audio.params.sample_rate={rate}; set both to the same rate"
             )
+    if r.decode.video.backend not in ("pyav", "decord"):
+        raise RecipeError(f"{where}.decode.video.backend: use 'pyav' or 'decord', got {r.decode.video.backend!r}")
     if not 0.0 <= r.output.val_fraction < 1.0:
         raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
     if r.output.shard_rows < 1:

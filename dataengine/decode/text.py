@@ -5,7 +5,8 @@ decodes to one entry per non-blank line: a normalised record, or a
 `RejectError` for that line (so one bad line does not cost the whole file).
 
 Records are ``{"text": str}`` or ``{"messages": [{"role", "content"}, ...]}``;
-other top-level keys are kept under ``"meta"`` (present only when non-empty).
+other top-level keys are kept under ``"meta"`` (present only when non-empty),
+and ``"line"`` is the record's 1-based line in the file.
 """
 from __future__ import annotations
 
@@ -178,7 +179,9 @@ def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000) -> list[dict
 
     Each entry is a normalised record or the `RejectError` for that line
     (reasons ``bad_json``, ``bad_record``, ``record_too_large``, ``invalid_utf8``;
-    the detail starts with the 1-based line number).
+    the detail starts with the 1-based line number). Both carry that line
+    number: ``record["line"]`` and ``error.line`` (blank lines are skipped, so
+    the entry index is not the line).
 
     The whole file is rejected (raised) when it is ``empty_file`` (no non-blank
     line), ``binary_text`` (NUL bytes), or ``invalid_utf8`` (no line is valid UTF-8).
@@ -194,8 +197,11 @@ def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000) -> list[dict
         if not raw.strip():
             continue
         try:
-            out.append(_decode_line(raw, lineno, max_record_bytes))
+            record = _decode_line(raw, lineno, max_record_bytes)
+            record["line"] = lineno
+            out.append(record)
         except RejectError as exc:
+            exc.line = lineno  # type: ignore[attr-defined]
             out.append(exc)
     if not out:
         raise RejectError("empty_file", "the JSONL file has no records")

@@ -1,10 +1,15 @@
 """Video decoding: bytes -> frames sampled at a fixed rate, plus the audio track.
 
 PyAV reads the container header first (streams, frame size, duration) so the
-pixel cap is enforced before any frame is decoded. Frames come from decord
-(fast random access); if decord cannot read the data, PyAV decodes the frames
-sequentially instead. The audio track is decoded with PyAV (decord's
-AudioReader leaks memory). Frames are not resized here.
+pixel cap is enforced before any frame is decoded. Frames are decoded with PyAV
+(sequentially, converting only the sampled frames); the audio track too
+(decord's AudioReader leaks memory). Frames are not resized here.
+
+decord is available as ``backend="decord"`` (PyAV takes over when decord cannot
+read the data) but is not the default: its bundled FFmpeg crashes the whole
+process (SIGSEGV) on some damaged files, e.g. one flipped byte in an MP4
+sample table or an AVI frame, which a cheap PyAV demux pass catches only in
+part. A crash would stop a run; a RejectError does not.
 
 Sampling: target times ``k / fps_eff`` for ``k = 0, 1, ...`` below
 ``span = min(duration, max_seconds, max_frames / fps_eff)``, where
@@ -57,6 +62,24 @@ def _video_stream(container: av.container.InputContainer) -> av.VideoStream | No
     return None
 
 
+def _check_packets(data: bytes) -> None:
+    """Demux (without decoding) every video packet and compare with the header's frame count.
+
+    A guard before decord, which crashes on some damaged sample tables; it
+    does not catch every such file (damaged frames pass it).
+    """
+    with open_container(data) as container:
+        stream = _video_stream(container)
+        declared, count = int(stream.frames or 0), 0
+        try:
+            for packet in container.demux(stream):
+                count += packet.size > 0
+        except AV_ERRORS as exc:
+            raise RejectError("corrupt", f"the video stream cannot be demuxed: {exc}") from None
+    if declared and count != declared:
+        raise RejectError("corrupt", f"the header declares {declared} video frames but the data holds {count}")
+
+
 def _probe(data: bytes) -> _Probe:
     """Read the container header with PyAV; reject files with no real video stream."""
     with open_container(data) as container:
@@ -66,6 +89,8 @@ def _probe(data: bytes) -> _Probe:
         if stream is None:
             kinds = sorted({s.type for s in container.streams})
             raise RejectError("no_video_stream", f"the file has no video stream (streams: {kinds or 'none'})")
+        if stream.codec_context is None:
+            raise RejectError("unsupported_codec", "no decoder for the video stream's codec")
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         duration = None
         if stream.duration and stream.time_base:
@@ -123,48 +148,69 @@ def _frames_decord(data: bytes, fps: float, max_seconds: float, max_frames: int)
     return _Frames(frames, fps_eff, span, length, capped=span < length - 1e-3)
 
 
-def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, probe: _Probe) -> _Frames:
-    """Frames via sequential PyAV decoding (the fallback for what decord cannot read)."""
+def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int,
+                 probe: _Probe) -> _Frames:
+    """Frames via sequential PyAV decoding; only the sampled frames are converted to RGB
+    (all at the first frame's size, should the stream change resolution midway)."""
     fps_eff = min(fps, probe.source_fps) if probe.source_fps > 0 else fps
     frame_s = 1.0 / (probe.source_fps or fps_eff)
     span = min(max_seconds, max_frames / fps_eff, probe.duration_s or math.inf)
     targets = _targets(span, fps_eff, max_frames)
     picked: list[np.ndarray] = []
-    prev, start, t, stopped = None, None, 0.0, False
+    size: tuple[int, int] | None = None  # (width, height) of the output frames
+    prev, prev_rgb, start, t, stopped, shown_s = None, None, None, 0.0, False, frame_s
     with open_container(data) as container:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         try:
             for i, frame in enumerate(container.decode(stream)):
+                if frame.width * frame.height > max_pixels:
+                    raise RejectError("too_many_pixels", f"a {frame.width}x{frame.height} frame is more "
+                                                         f"than {max_pixels} pixels")
                 time = frame.time if frame.time is not None else i * frame_s
                 start = time if start is None else start
                 t = time - start
+                if frame.duration and frame.time_base:  # how long this frame is shown
+                    shown_s = float(frame.duration * frame.time_base)
                 # every target before this frame's start shows the previous frame
                 while prev is not None and len(picked) < len(targets) and targets[len(picked)] < t - 1e-6:
-                    picked.append(prev)
+                    if prev_rgb is None:
+                        size = size or (prev.width, prev.height)
+                        prev_rgb = prev.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                    picked.append(prev_rgb)
                 if t >= span - 1e-6:  # there is video at or after the span's end
                     stopped = True
                     break
-                prev = frame.to_ndarray(format="rgb24")
-        except AV_ERRORS as exc:
+                prev, prev_rgb = frame, None
+        except AV_ERRORS as exc:  # damage after some frames: keep those, the length check decides
             if prev is None:
                 raise RejectError("corrupt", f"cannot decode video frames: {exc}") from None
-    if prev is None:
+        if prev is not None and prev_rgb is None:
+            size = size or (prev.width, prev.height)
+            prev_rgb = prev.to_ndarray(width=size[0], height=size[1], format="rgb24")
+    if prev_rgb is None:
         raise RejectError("no_frames", "the video stream has no decodable frames")
-    length = t + frame_s
+    length = t + shown_s
+    declared = probe.duration_s
+    if not stopped and declared and length + max(1.0, 0.1 * declared) < declared:
+        raise RejectError("corrupt", f"the video stream ends at {length:.2f} s but its header "
+                                     f"declares {declared:.2f} s: frames are missing or undecodable")
     if not stopped:  # the stream ended: targets up to its end show the last frame
         span = min(span, length)
-        picked.extend(prev for _ in range(len(_targets(span, fps_eff, max_frames)) - len(picked)))
+        picked.extend(prev_rgb for _ in range(len(_targets(span, fps_eff, max_frames)) - len(picked)))
     return _Frames(np.stack(picked), fps_eff, span, length, capped=stopped)
 
 
 def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int,
-                 max_pixels: int, sample_rate: int) -> DecodedVideo:
+                 max_pixels: int, sample_rate: int, backend: str = "pyav") -> DecodedVideo:
     """Decode a video: frames sampled at `fps` (see the module doc) and its audio track.
 
+    `backend` picks the frame decoder: "pyav" (default, safe on damaged data)
+    or "decord" (random access; falls back to PyAV when it cannot read the data).
+
     Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``not_a_video``,
-    ``no_video_stream``, ``too_many_pixels``, ``no_frames``, and the audio
-    track's (``truncated``, ``corrupt``, ``non_finite_values``; detail starts
+    ``no_video_stream``, ``unsupported_codec``, ``too_many_pixels``, ``no_frames``, and the audio
+    track's (``truncated``, ``corrupt``, ``unsupported_codec``, ``non_finite_values``; detail starts
     with "audio track:"). An audio stream with no samples gives ``audio=None``.
     """
     if not data:
@@ -178,9 +224,14 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
     if probe.width * probe.height > max_pixels:
         raise RejectError("too_many_pixels",
                           f"{probe.width}x{probe.height} frames are more than {max_pixels} pixels")
-    sampled = _frames_decord(data, fps, max_seconds, max_frames)
+    sampled = None
+    if backend == "decord":
+        _check_packets(data)
+        sampled = _frames_decord(data, fps, max_seconds, max_frames)
+    elif backend != "pyav":
+        raise ValueError(f"backend must be 'pyav' or 'decord', got {backend!r}")
     if sampled is None:
-        sampled = _frames_pyav(data, fps, max_seconds, max_frames, probe)
+        sampled = _frames_pyav(data, fps, max_seconds, max_frames, max_pixels, probe)
     frames = sampled.frames
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
         raise RejectError("no_frames", f"decoded frames have shape {frames.shape}")

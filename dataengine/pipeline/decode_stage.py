@@ -116,7 +116,7 @@ class DecodeStage:
         if kind == "video":
             v = D.decode_video(data, fps=c.video.fps, max_seconds=c.video.max_seconds,
                                max_frames=c.video.max_frames, max_pixels=c.video.max_pixels,
-                               sample_rate=c.audio.sample_rate)
+                               sample_rate=c.audio.sample_rate, backend=c.video.backend)
             meta.update({"fps": v.fps, "duration_s": v.duration_s, "truncated": v.truncated,
                          "frames": int(v.frames.shape[0]), "has_audio": v.audio is not None})
             frames = np.stack([D.square_resize(f, self.image_size) for f in v.frames])

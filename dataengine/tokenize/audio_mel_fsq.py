@@ -176,12 +176,15 @@ class MelFSQTokenizer(Tokenizer):
         logmel_MT = torch.from_numpy(self.decode_mel(codes, side))
         power_MT = (logmel_MT.exp() - LOG_EPS).clamp_min(0.0)
         inv = TT.InverseMelScale(n_stft=p["n_fft"] // 2 + 1, n_mels=p["n_mels"], sample_rate=p["sample_rate"])
-        length = int(side.get("samples", (logmel_MT.shape[-1] - 1) * p["hop"]))
-        gl = TT.GriffinLim(n_fft=p["n_fft"], hop_length=p["hop"], power=2.0, n_iter=32, length=length)
+        natural = (logmel_MT.shape[-1] - 1) * p["hop"]
+        length = int(side.get("samples", natural))
+        # Griffin-Lim re-analyses its estimate with reflect padding: keep it >= n_fft long
+        gl = TT.GriffinLim(n_fft=p["n_fft"], hop_length=p["hop"], power=2.0, n_iter=32,
+                           length=max(length, natural, p["n_fft"]))
         with torch.random.fork_rng(devices=[]):  # GriffinLim's random phase: same codes, same wave
             torch.manual_seed(0)
             wave = gl(inv(power_MT).clamp_min(0.0))
-        return wave.numpy().astype(np.float32)
+        return wave[:length].numpy().astype(np.float32)
 
     # --- persistence --------------------------------------------------------------
     def weights_bytes(self) -> bytes:

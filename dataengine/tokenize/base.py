@@ -81,15 +81,22 @@ def read_card(directory: str | Path) -> dict[str, Any]:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch and turn on deterministic algorithms, restoring both afterwards."""
-    prev = torch.are_deterministic_algorithms_enabled()
+    """Seed torch, deterministic algorithms, ONE CPU thread; all restored afterwards.
+
+    One thread because CPU kernels split their reductions by thread count: the same
+    seed gives bitwise-identical weights on a 2-core laptop and a 64-core node. It
+    is also much faster than 2 threads on a busy 2-core machine (no spin-waiting).
+    """
+    prev_det, prev_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_num_threads(1)
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(prev)
+            torch.set_num_threads(prev_threads)
+            torch.use_deterministic_algorithms(prev_det)
 
 
 def cosine_lr(step: int, steps: int, lr: float, warmup: int = 20) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -104,3 +105,18 @@ def test_audio_track_of_a_container(media):
     silent = media.encode_video("mp4", "libx264", None, frames=10)
     assert decode_audio_track(silent, sample_rate=SR, max_seconds=10) is None
     assert _reason(silent).reason == "no_audio_stream"
+
+
+def test_odd_and_impossible_sample_rates(media):
+    t = np.arange(22051) / 22051
+    buf = io.BytesIO()
+    sf.write(buf, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22051, format="WAV")
+    start = time.perf_counter()
+    x, info = decode_audio(buf.getvalue(), sample_rate=SR, max_seconds=5)
+    assert time.perf_counter() - start < 5  # plain sinc resampling of 22051 -> 16000 Hz takes ~30 s
+    assert info["source_rate"] == 22051 and abs(len(x) - SR) <= 2
+    assert abs(media.dominant_hz(x, SR) - 440) < 3
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(500, np.float32), 500, format="WAV")
+    assert _reason(buf.getvalue()).reason == "bad_sample_rate"
+

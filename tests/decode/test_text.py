@@ -76,11 +76,11 @@ def test_jsonl_records_and_per_line_rejects():
     data = "\n".join(lines).encode("utf-8").replace("\xff".encode("utf-8"), b"\xff\xfe") + b"\n"
     out = decode_jsonl(data, max_record_bytes=300)
     assert len(out) == len(lines) - 1
-    assert out[0] == {"text": "hello"}
+    assert out[0] == {"text": "hello", "line": 1}
     assert out[1] == {"messages": [{"role": "system", "content": "Be brief."},
                                    {"role": "user", "content": "Hi\nthere"},
                                    {"role": "assistant", "content": "Caf\u00e9"}],
-                      "meta": {"source": "unit", "id": 7}}
+                      "meta": {"source": "unit", "id": 7}, "line": 3}
     expected = [("bad_json", 4), ("bad_record", 5), ("bad_record", 6), ("bad_record", 7), ("bad_record", 8),
                 ("bad_record", 9), ("invalid_utf8", 10), ("record_too_large", 11), ("bad_json", 12),
                 ("bad_json", 13), ("bad_record", 14)]
@@ -88,12 +88,13 @@ def test_jsonl_records_and_per_line_rejects():
     for entry, (reason, lineno) in zip(out[2:], expected):
         assert isinstance(entry, RejectError), entry
         assert entry.reason == reason and entry.detail.startswith(f"line {lineno}:"), (entry.reason, entry.detail)
-    assert out[-1] == {"text": "tail", "meta": {"lang": "en", "score": 0.5}}
+        assert entry.line == lineno
+    assert out[-1] == {"text": "tail", "meta": {"lang": "en", "score": 0.5}, "line": 15}
 
 
 def test_jsonl_crlf_and_bom():
     data = b"\xef\xbb\xbf" + json.dumps({"text": "a"}).encode() + b"\r\n" + json.dumps({"text": "b"}).encode()
-    assert decode_jsonl(data) == [{"text": "a"}, {"text": "b"}]
+    assert decode_jsonl(data) == [{"text": "a", "line": 1}, {"text": "b", "line": 2}]
 
 
 def test_jsonl_whole_file_rejects():

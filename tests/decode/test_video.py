@@ -63,25 +63,46 @@ def test_fps_above_source_rate_takes_every_frame(media, videos):
     _assert_colours(media, v, list(range(30)))
 
 
-def test_pyav_fallback_matches_decord(media, videos, monkeypatch):
-    """When decord cannot read the data, PyAV decodes the same frames."""
-    monkeypatch.setattr(video_mod, "_frames_decord", lambda *a, **k: None)
-    for name in ("webm_vp9_opus", "avi_mjpeg", "mp4_h264_aac"):
-        v = decode_video(videos[name], **KW)
-        _assert_colours(media, v, [0, 5, 10, 15, 20, 25])
-        assert v.truncated is False
-        cut = decode_video(videos[name], **{**KW, "max_seconds": 1.2})
-        _assert_colours(media, cut, [0, 5, 10])
-        assert cut.truncated is True
+@pytest.mark.parametrize("name", ["mp4_h264_aac", "webm_vp9_opus", "avi_mjpeg"])
+def test_decord_backend_gives_the_same_frames(media, videos, name):
+    v = decode_video(videos[name], **KW, backend="decord")
+    _assert_colours(media, v, [0, 5, 10, 15, 20, 25])
+    assert v.truncated is False and (v.audio is not None) == HAS_AUDIO[name]
+    cut = decode_video(videos[name], **{**KW, "max_seconds": 1.2}, backend="decord")
+    _assert_colours(media, cut, [0, 5, 10])
+    assert cut.truncated is True
+    with pytest.raises(ValueError):
+        decode_video(videos[name], **KW, backend="opencv")
 
 
-def test_animated_gif_needs_the_pyav_fallback(media):
+def test_decord_backend_falls_back_to_pyav(media, videos, monkeypatch):
     frames = [Image.new("RGB", (32, 32), (i * 50, 0, 0)) for i in range(5)]
     gif = media.encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert video_mod._frames_decord(gif, 10.0, 60.0, 100) is None  # decord cannot open a GIF
-    v = decode_video(gif, **{**KW, "fps": 10.0})
-    assert v.frames.shape == (5, 32, 32, 3) and v.audio is None
+    v = decode_video(gif, **{**KW, "fps": 10.0}, backend="decord")
     assert [int(f[0, 0, 0]) for f in v.frames] == [0, 50, 100, 150, 200]
+    monkeypatch.setattr(video_mod, "_frames_decord", lambda *a, **k: None)
+    _assert_colours(media, decode_video(videos["avi_mpeg4"], **KW, backend="decord"), [0, 5, 10, 15, 20, 25])
+
+
+def test_animated_gif_decodes_as_video(media):
+    frames = [Image.new("RGB", (32, 32), (i * 50, 0, 0)) for i in range(5)]
+    gif = media.encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    v = decode_video(gif, **{**KW, "fps": 10.0})
+    assert v.frames.shape == (5, 32, 32, 3) and v.audio is None and v.fps == 10.0
+    assert [int(f[0, 0, 0]) for f in v.frames] == [0, 50, 100, 150, 200]
+    v = decode_video(gif, **{**KW, "fps": 5.0})  # every other frame
+    assert [int(f[0, 0, 0]) for f in v.frames] == [0, 100, 200]
+
+
+def test_damaged_chunk_table_is_a_reject_not_a_crash(videos):
+    """One byte of the MP4 chunk-offset table (stco) set wrong. decord alone segfaults on
+    exactly this file (found by fuzzing); both backends must answer with a RejectError."""
+    data = bytearray(videos["mp4_h264_aac"])
+    stco = data.index(b"stco") - 4  # the video track's table comes first
+    data[stco + 16 + 5 * 4 + 1] = 239  # 6th chunk offset now points far past the end
+    for backend in ("pyav", "decord"):
+        assert _reason(bytes(data), backend=backend).reason == "corrupt"
 
 
 def test_broken_inputs(videos, png_bytes, media):
@@ -101,5 +122,6 @@ def test_pixel_cap_is_checked_before_decoding(videos, monkeypatch):
 
     monkeypatch.setattr(video_mod, "_frames_decord", no_decoding)
     monkeypatch.setattr(video_mod, "_frames_pyav", no_decoding)
-    err = _reason(videos["mp4_h264_aac"], max_pixels=64 * 48 - 1)
-    assert err.reason == "too_many_pixels" and "64x48" in err.detail
+    for backend in ("pyav", "decord"):
+        err = _reason(videos["mp4_h264_aac"], max_pixels=64 * 48 - 1, backend=backend)
+        assert err.reason == "too_many_pixels" and "64x48" in err.detail

@@ -159,3 +159,12 @@ def family_case(request):
     if name == "sensor_bins":
         return request.getfixturevalue("sensor_tok"), rng.normal(size=(20, 4)).astype(np.float32), {}
     raise AssertionError(name)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Inference on one thread: on a busy 2-core machine two threads mostly spin-wait."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
