@@ -108,8 +108,8 @@ class EncodecTokenizer(Tokenizer):
         offsets_Q1 = (torch.arange(self.n_q) * CODEBOOK)[:, None]
         for _, idxs in group_by_shape(waves).items():
             x_B1N = torch.from_numpy(np.stack([waves[i] for i in idxs]))[:, None, :]
-            frames = self.model.encode(x_B1N)  # one frame: the 24 kHz model has no segments
-            codes_BQT = torch.cat([codes for codes, _ in frames], dim=-1)
+            frames = self.model.encode(x_B1N.to(self.device))  # 24 kHz model: no segments, one frame
+            codes_BQT = torch.cat([codes for codes, _ in frames], dim=-1).cpu()
             for b, i in enumerate(idxs):
                 local_QT = codes_BQT[b].long() + offsets_Q1
                 ids = local_QT.T.reshape(-1).to(torch.int32).numpy()  # time-major
@@ -126,7 +126,7 @@ class EncodecTokenizer(Tokenizer):
         n_q = int(side.get("n_q", self.n_q))
         ids_TQ = torch.from_numpy(self.check_codes(codes)).reshape(-1, n_q)
         codes_1QT = (ids_TQ - (torch.arange(n_q) * CODEBOOK)[None, :]).T[None]
-        wave = self.model.decode([(codes_1QT, None)])[0, 0]
+        wave = self.model.decode([(codes_1QT.to(self.device), None)])[0, 0].cpu()
         if "samples" in side:
             wave = wave[: int(side["samples"])]
         return wave.numpy().astype(np.float32)

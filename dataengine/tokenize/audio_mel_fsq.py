@@ -153,7 +153,8 @@ class MelFSQTokenizer(Tokenizer):
         for _, idxs in group_by_shape(waves).items():
             logmel_BMT = torch.stack([self.log_mel(waves[i]) for i in idxs])
             n = logmel_BMT.shape[-1]
-            idx_Bt = self.model.encode(self._pad_time(self.model.normalize(logmel_BMT)))
+            x_BMT = self._pad_time(self.model.normalize(logmel_BMT.to(self.device)))
+            idx_Bt = self.model.encode(x_BMT).cpu()
             for row, i in zip(idx_Bt.to(torch.int32).numpy(), idxs):
                 out[i] = (row, {"mel_frames": int(n), "samples": int(len(waves[i]))})
         return out  # type: ignore[return-value]
@@ -164,8 +165,8 @@ class MelFSQTokenizer(Tokenizer):
     @torch.inference_mode()
     def decode_mel(self, codes: np.ndarray, side: dict) -> np.ndarray:
         """codes -> log-mel [n_mels, mel_frames] (natural log of the power mel + 1e-5)."""
-        idx_Bt = torch.from_numpy(self.check_codes(codes)).reshape(1, -1)
-        logmel_BMT = self.model.denormalize(self.model.decode(idx_Bt))
+        idx_Bt = torch.from_numpy(self.check_codes(codes)).reshape(1, -1).to(self.device)
+        logmel_BMT = self.model.denormalize(self.model.decode(idx_Bt)).cpu()
         n = int(side.get("mel_frames", logmel_BMT.shape[-1]))
         return logmel_BMT[0, :, :n].numpy()
 

@@ -134,6 +134,7 @@ class Tokenizer(ABC):
     version: ClassVar[str] = "1"
     defaults: ClassVar[dict[str, Any]] = {}
     weights_name: ClassVar[str | None] = WEIGHTS_FILE  # None: stateless, only card.yaml
+    device: torch.device = torch.device("cpu")
 
     def __init__(self, params: dict | None = None, *, fitted_on: dict | None = None):
         self.params: dict[str, Any] = resolve_params(self.family, self.defaults, params)
@@ -170,6 +171,14 @@ class Tokenizer(ABC):
                 f"[{codes.min()}, {codes.max()}]; were global ids passed instead of local ones?"
             )
         return codes
+
+    def to(self, device: str | torch.device) -> "Tokenizer":
+        """Move the model (if any) to ``device``; inputs follow it, outputs come back on CPU."""
+        model = getattr(self, "model", None)
+        if isinstance(model, torch.nn.Module):
+            model.to(device)
+        self.device = torch.device(device)
+        return self
 
     # --- card and persistence ---------------------------------------------
     @abstractmethod

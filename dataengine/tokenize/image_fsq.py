@@ -173,7 +173,8 @@ class FSQImageTokenizer(Tokenizer):
     def __init__(self, params: dict | None = None, *, fitted_on: dict | None = None):
         super().__init__(params, fitted_on=fitted_on)
         p = self.params
-        if p["size"] % p["downsample"] or p["downsample"] & (p["downsample"] - 1):
+        ds = p["downsample"]
+        if ds < 2 or ds & (ds - 1) or p["size"] % ds:
             raise RecipeError(
                 f"fsq_image: downsample must be a power of 2 dividing size; got "
                 f"size={p['size']} downsample={p['downsample']}"
@@ -201,7 +202,7 @@ class FSQImageTokenizer(Tokenizer):
             part = rgb[i : i + self.chunk]
             size = self.params["size"]
             x_B3HW = torch.cat([to_unit(im[None], size) for im in part])
-            idx_Bhw = self.model.encode(x_B3HW)
+            idx_Bhw = self.model.encode(x_B3HW.to(self.device)).cpu()
             out.append(idx_Bhw.reshape(len(part), -1).to(torch.int32).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.grid[0] * self.grid[1]), np.int32)
 
@@ -212,8 +213,8 @@ class FSQImageTokenizer(Tokenizer):
         codes = self.check_codes(codes_Nn).reshape(-1, h, w)
         out = []
         for i in range(0, len(codes), self.chunk):
-            idx_Bhw = torch.from_numpy(codes[i : i + self.chunk])
-            out.append(to_uint8(self.model.decode(idx_Bhw)))
+            idx_Bhw = torch.from_numpy(codes[i : i + self.chunk]).to(self.device)
+            out.append(to_uint8(self.model.decode(idx_Bhw).cpu()))
         return np.concatenate(out)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+import torch
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import Tokenizer, resolve_params
@@ -49,6 +50,11 @@ class FramesTokenizer(Tokenizer):
 
     def level_sizes(self) -> list[int]:
         return self.image.level_sizes()
+
+    def to(self, device: str | torch.device) -> "FramesTokenizer":
+        self.image.to(device)  # the model is the image tokenizer's (shared)
+        self.device = torch.device(device)
+        return self
 
     def tokens_per_unit(self) -> dict[str, float]:
         return {"tokens_per_frame": self.image.tokens_per_unit()["tokens_per_image"]}

@@ -80,6 +80,14 @@ def test_encode_batch_matches_encode(family_case):
 
 
 @pytest.mark.parametrize("family_case", FAMILY_CASES, indirect=True)
+def test_to_device_keeps_codes(family_case):
+    tok, x, _ = family_case
+    before = tok.encode(x)[0]
+    assert tok.to("cpu") is tok and str(tok.device) == "cpu"
+    np.testing.assert_array_equal(tok.encode(x)[0], before)
+
+
+@pytest.mark.parametrize("family_case", FAMILY_CASES, indirect=True)
 def test_decode_rejects_out_of_range_codes(family_case):
     tok, x, _ = family_case
     codes, side = tok.encode(x)

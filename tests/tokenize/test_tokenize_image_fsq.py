@@ -85,4 +85,6 @@ def test_bad_inputs_and_params(image_tok):
     with pytest.raises(RecipeError):
         FSQImageTokenizer({"downsample": 6})
     with pytest.raises(RecipeError):
+        FSQImageTokenizer({"downsample": 1})
+    with pytest.raises(RecipeError):
         FSQImageTokenizer.fit([], {}, seed=0, log=QUIET)
