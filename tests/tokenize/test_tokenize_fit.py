@@ -1,0 +1,58 @@
+"""fit orchestration: a sample of the corpus, every role fitted, stale tokenizers refused."""
+import pytest
+
+from dataengine.errors import RecipeError
+from dataengine.recipe import parse_recipe
+from dataengine.tokenize.fit import ensure_tokenizers, fit_tokenizers, fitted_state
+from dataengine.tokenize.registry import load_tokenizer
+
+
+def recipe(root, toks, **sensor_params):
+    return parse_recipe({
+        "name": "t", "sources": [{"name": "s", "path": str(root)}], "tokenizers_dir": str(toks),
+        "tokenizers": {"text": {"family": "bpe", "params": {"vocab_size": 300}},
+                       "sensor": {"family": "sensor_bins", "params": sensor_params}},
+    })
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "in"
+    (root / "docs").mkdir(parents=True)
+    for i in range(5):
+        (root / "docs" / f"d{i}.txt").write_text(f"document number {i} talks about walking and running. " * 5)
+    (root / "s").mkdir()
+    (root / "s" / "w.csv").write_text("t,ax,ay\n" + "".join(f"{i / 10},{i % 7},{-i % 3}\n" for i in range(40)))
+    (root / "s" / "w.json").write_text('{"label": "walking"}')
+    return root
+
+
+def test_fit_writes_every_role_and_sees_labels(corpus, tmp_path):
+    toks = tmp_path / "toks"
+    r = recipe(corpus, toks)
+    summary = fit_tokenizers(r, toks, log=lambda *_: None)
+    assert set(summary) == {"text", "sensor"}
+    text = load_tokenizer(toks / "text")
+    assert text.decode(text.encode("walking")[0], {}) == "walking"
+    assert summary["sensor"]["items"] == 1 and (toks / "sensor" / "card.yaml").is_file()
+    assert all(fitted_state(r, toks, role) == "ok" for role in ("text", "sensor"))
+
+
+def test_stale_tokenizers_are_refused_with_the_fix(corpus, tmp_path):
+    toks = tmp_path / "toks"
+    fit_tokenizers(recipe(corpus, toks), toks, log=lambda *_: None)
+    changed = recipe(corpus, toks, n_bins=64)
+    assert "params differ" in fitted_state(changed, toks, "sensor")
+    with pytest.raises(RecipeError, match="--force"):
+        ensure_tokenizers(changed, toks, log=lambda *_: None)
+
+
+def test_missing_tokenizers_are_fitted_and_empty_modalities_explain(corpus, tmp_path):
+    toks = tmp_path / "toks"
+    r = recipe(corpus, toks)
+    ensure_tokenizers(r, toks, log=lambda *_: None)
+    assert fitted_state(r, toks, "text") == "ok"
+    (corpus / "s" / "w.csv").unlink()
+    (corpus / "s" / "w.json").unlink()
+    with pytest.raises(RecipeError, match="remove tokenizers.sensor"):
+        fit_tokenizers(r, tmp_path / "other", log=lambda *_: None)
