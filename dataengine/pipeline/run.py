@@ -107,7 +107,13 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
     from ray.data import ActorPoolStrategy
 
     ex = recipe.execution
-    gpu = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0  # never ask for a GPU that is not there
+    resources = ray.cluster_resources()
+    gpu = 1 if resources.get("GPU", 0) >= 1 else 0  # never ask for a GPU that is not there
+    need = ex.decode_num_cpus + ex.tokenize_num_cpus
+    if resources.get("CPU", 0) < need:  # otherwise the actor pool and the decode tasks wait on each other forever
+        raise RecipeError(
+            f"the Ray cluster has {resources.get('CPU', 0):g} CPUs but execution.decode_num_cpus + "
+            f"execution.tokenize_num_cpus = {need:g}; lower them (fractions such as 0.5 are fine)")
     decode = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(roles))
     units = [u.to_row() for u in found.units]
     ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
