@@ -84,6 +84,7 @@ class TokenizerSpec:
 class Fit:
     max_items: int = 400   # per modality: a sample of the corpus is enough to fit
     min_items: int = 1     # fewer decoded items than this for a modality is a recipe error
+    holdout_fraction: float = 0.1  # sample groups kept out of fitting, by a seeded hash of their id, for eval
 
 
 @dataclass
@@ -255,6 +256,8 @@ def _check_semantics(r: Recipe, where: str) -> None:
             )
     if r.decode.video.backend not in ("pyav", "decord"):
         raise RecipeError(f"{where}.decode.video.backend: use 'pyav' or 'decord', got {r.decode.video.backend!r}")
+    if not 0.0 <= r.fit.holdout_fraction < 1.0:
+        raise RecipeError(f"{where}.fit.holdout_fraction: expected a number in [0, 1), got {r.fit.holdout_fraction}")
     if not 0.0 <= r.output.val_fraction < 1.0:
         raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
     if r.output.shard_rows < 1:

@@ -81,7 +81,14 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
     stage = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe),
                         modalities=frozenset(recipe.tokenizers))
-    samples = _collect_samples(recipe, found.units, stage, log)
+    fit_units, held_units = split_units(recipe, found.units)
+    samples = collect_samples(recipe, fit_units, stage, log)
+    short = [r for r in roles if len(samples[r]) < recipe.fit.min_items]
+    if short and held_units:  # a tiny corpus: better to fit on the held-out items than not at all
+        log(f"too few items outside the held-out split for {short}: fitting them on held-out items too")
+        extra = collect_samples(recipe, held_units, stage, log)
+        for r in short:
+            samples[r] += extra[r]
     summary = {}
     for role in roles:
         items = samples[role]
@@ -109,8 +116,33 @@ def _rank(seed: int, unit_id: str) -> str:
     return hashlib.sha256(f"{seed}:{unit_id}".encode()).hexdigest()
 
 
-def _collect_samples(recipe: Recipe, units: list, stage, log) -> dict[str, list]:
-    """Decode a seeded sample of units per kind; route arrays and text to each role."""
+def is_heldout(seed: int, unit_id: str, fraction: float) -> bool:
+    """Held out of fitting (for eval): a seeded hash of the id, stable as the corpus grows."""
+    h = hashlib.sha256(f"holdout:{seed}:{unit_id}".encode()).hexdigest()
+    return int(h[:8], 16) / 0x1_0000_0000 < fraction
+
+
+def split_units(recipe: Recipe, units: list) -> tuple[list, list]:
+    """(units to fit on, held-out units) by `fit.holdout_fraction`."""
+    fit, held = [], []
+    for u in units:
+        (held if is_heldout(recipe.seed, u.unit_id, recipe.fit.holdout_fraction) else fit).append(u)
+    return fit, held
+
+
+def decode_stage_for(recipe: Recipe):
+    from dataengine.pipeline.decode_stage import DecodeStage
+
+    return DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(recipe.tokenizers))
+
+
+def collect_samples(recipe: Recipe, units: list, stage, log=print) -> dict[str, list]:
+    """Decode a seeded sample of units per kind; route arrays and text to each role.
+
+    Returns {role: [decoded item, ...]}: uint8 images [S,S,3] (video frames
+    included), uint8 videos [T,S,S,3], float32 mono waves, float32 sensor
+    arrays [T,C], and strings for text.
+    """
     cap = recipe.fit.max_items
     by_kind: dict[str, list] = {}
     for u in sorted(units, key=lambda u: _rank(recipe.seed, u.unit_id)):
