@@ -66,6 +66,19 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_tokenizers_eval(args) -> int:
+    from dataengine.evaluate.run import evaluate_tokenizers, format_table, write_json
+
+    results = evaluate_tokenizers(Path(args.tokenizers), args.recipe, args.input, use_all=args.all,
+                                  max_items=args.max_items)
+    meta = results["meta"]
+    print(f"\n{meta['split']} items of {', '.join(meta['inputs'])} ({meta['units']['eval']} units), "
+          f"{meta['seconds']}s")
+    print("\n".join(format_table(results)))
+    print(f"\neval:      {write_json(results, Path(args.json))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dataengine",
@@ -77,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
               dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo
               dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo
               dataengine inspect out/demo --decode 6 --to out/demo/decoded
+              dataengine tokenizers eval --tokenizers tokenizers/demo --input data/demo-corpus --json eval.json
             """),
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", help="output folder of `dataengine run`")
     sp.add_argument("--decode", type=int, default=0, metavar="N", help="decode N sequences (round-robin over tasks)")
     sp.add_argument("--to", metavar="DIR", help="where decoded media go (default: OUT/decoded)")
+
+    eval_example = ("dataengine tokenizers eval --tokenizers tokenizers/demo --input data/demo-corpus "
+                    "--json out/tokenizers-eval.json")
+    tp = add("tokenizers", "Work with fitted tokenizers: `eval` measures them on held-out inputs.",
+             eval_example, None)
+    tsub = tp.add_subparsers(dest="tokenizers_command", required=True, metavar="ACTION")
+    help_ = ("Measure every fitted tokenizer in DIR on held-out inputs: reconstruction vs. a same-bits "
+             "baseline, codebook use, tokens per second, speed.")
+    sp = tsub.add_parser("eval", help=help_, description=help_, epilog="example:\n  " + eval_example,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.set_defaults(fn=_cmd_tokenizers_eval)
+    sp.add_argument("--tokenizers", required=True, metavar="DIR", help="fitted tokenizers (DIR/<role>/card.yaml)")
+    sp.add_argument("--input", nargs="+", required=True, metavar="PATH", help="input folders")
+    sp.add_argument("--json", required=True, metavar="OUT.json", help="where to write the results")
+    sp.add_argument("--recipe", metavar="RECIPE", help="recipe for decode settings and the held-out split "
+                                                       "(default: pipelines/demo.yaml)")
+    sp.add_argument("--all", action="store_true", help="evaluate on every input, not only the held-out "
+                                                       "units (for folders fit never saw)")
+    sp.add_argument("--max-items", type=int, default=200, metavar="N", help="eval items per role (default 200)")
     return p
 
 

@@ -99,7 +99,8 @@ def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarra
     b = SequenceBuilder(vocab).special("<|bos|>")
     for modality, name, local, side in parts:
         if modality == "video":
-            b.span("video", name, local, side, rows=int(side["frames"]), sep="<|frame_sep|>")
+            rows = int(side.get("latent_frames", side["frames"]))  # a temporal codec: one row per latent frame
+            b.span("video", name, local, side, rows=rows, sep="<|frame_sep|>")
         elif modality == "sensor":
             rows = len(local) // int(side["channels"])
             b.span("sensor", name, local, side, rows=rows, sep="<|row_sep|>")

@@ -11,9 +11,7 @@ trainable-anywhere audio vocabulary (use `encodec` when a checkpoint exists).
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -26,9 +24,11 @@ from vector_quantize_pytorch import FSQ
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import (
-    WEIGHTS_FILE, Tokenizer, cosine_lr, group_by_shape, load_module, module_bytes,
-    resolve_params, seeded,
+    WEIGHTS_FILE, Tokenizer, load_module, module_bytes, resolve_params, seeded,
 )
+from dataengine.tokenize.masked import Unsupported, length_buckets, masked_forward
+from dataengine.tokenize.precision import decode_precision, encode_precision
+from dataengine.tokenize.training import n_validation, train
 
 LOG_EPS = 1e-5
 
@@ -109,7 +109,7 @@ class MelFSQTokenizer(Tokenizer):
     defaults: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 64, "time_downsample": 4,
         "levels": [8, 5, 5, 5], "channels": 128, "steps": 600, "batch_size": 16,
-        "segment_frames": 64, "lr": 2e-3,
+        "segment_frames": 64, "lr": 2e-3, "patience": 3, "eval_every": 50,
     }
 
     def __init__(self, params: dict | None = None, *, fitted_on: dict | None = None):
@@ -145,19 +145,40 @@ class MelFSQTokenizer(Tokenizer):
         return F.pad(x_BMT, (0, extra), mode="replicate") if extra else x_BMT
 
     # --- codec ------------------------------------------------------------------
+    bucket_items: ClassVar[int] = 32  # clips per forward pass (similar lengths, see masked.py)
+
     @torch.inference_mode()
     def encode_batch(self, xs: list) -> list[tuple[np.ndarray, dict]]:
-        """Same-length waves are stacked into one forward pass."""
+        """Clips bucketed by length, one forward pass per bucket, codes as one at a time.
+
+        Each clip's normalised log-mel is padded to its bucket's longest; the
+        encoder runs masked (zeros past each clip's end before every conv, GroupNorm
+        over its own frames: ``masked.masked_forward``) and the codes are trimmed.
+        """
         waves = [as_mono(x) for x in xs]
+        mels = [self.log_mel(w) for w in waves]  # each [M, n_i], on the CPU
+        td = self.params["time_downsample"]
         out: list[tuple[np.ndarray, dict] | None] = [None] * len(waves)
-        for _, idxs in group_by_shape(waves).items():
-            logmel_BMT = torch.stack([self.log_mel(waves[i]) for i in idxs])
-            n = logmel_BMT.shape[-1]
-            x_BMT = self._pad_time(self.model.normalize(logmel_BMT.to(self.device)))
-            idx_Bt = self.model.encode(x_BMT).cpu()
-            for row, i in zip(idx_Bt.to(torch.int32).numpy(), idxs):
-                out[i] = (row, {"mel_frames": int(n), "samples": int(len(waves[i]))})
+        padded = [m.shape[-1] + (-m.shape[-1]) % td for m in mels]
+        with encode_precision(self.device):
+            for idxs in length_buckets(padded, max_items=self.bucket_items):
+                for i, row in zip(idxs, self._encode_bucket([mels[i] for i in idxs])):
+                    out[i] = (row, {"mel_frames": int(mels[i].shape[-1]), "samples": int(len(waves[i]))})
         return out  # type: ignore[return-value]
+
+    def _encode_bucket(self, mels: list[torch.Tensor]) -> list[np.ndarray]:
+        """log-mels [M, n_i] -> int32 codes [ceil(n_i / td)] each, in one masked forward pass."""
+        xs = [self._pad_time(self.model.normalize(m[None].to(self.device)))[0] for m in mels]
+        lengths = torch.tensor([x.shape[-1] for x in xs], device=self.device)
+        T = int(lengths.max())
+        x_BMT = torch.stack([F.pad(x, (0, T - x.shape[-1])) for x in xs])
+        try:
+            z_BCt, z_len = masked_forward(self.model.encoder, x_BMT, lengths, residual=(ResBlock1d,))
+        except Unsupported:  # an encoder masked_forward does not know: same-length groups only
+            return [self.model.encode(x[None])[0].cpu().to(torch.int32).numpy() for x in xs]
+        _, idx_Bt = self.model.fsq(z_BCt)  # per time step: padding cannot reach valid steps
+        idx_Bt = idx_Bt.cpu().to(torch.int32)
+        return [idx_Bt[b, : int(n)].numpy() for b, n in enumerate(z_len.tolist())]
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         return self.encode_batch([x])[0]
@@ -166,7 +187,9 @@ class MelFSQTokenizer(Tokenizer):
     def decode_mel(self, codes: np.ndarray, side: dict) -> np.ndarray:
         """codes -> log-mel [n_mels, mel_frames] (natural log of the power mel + 1e-5)."""
         idx_Bt = torch.from_numpy(self.check_codes(codes)).reshape(1, -1).to(self.device)
-        logmel_BMT = self.model.denormalize(self.model.decode(idx_Bt)).cpu()
+        with decode_precision(self.device):  # bf16 on CUDA: the log-mel is continuous
+            x_BMT = self.model.decode(idx_Bt)
+        logmel_BMT = self.model.denormalize(x_BMT.float()).cpu()
         n = int(side.get("mel_frames", logmel_BMT.shape[-1]))
         return logmel_BMT[0, :, :n].numpy()
 
@@ -209,58 +232,51 @@ class MelFSQTokenizer(Tokenizer):
         fitted_on: dict | None = None,
         **resources: Any,
     ) -> "MelFSQTokenizer":
-        """Train on mono float32 waves at sample_rate (MSE on normalised log-mel segments)."""
+        """Train on mono float32 waves at sample_rate (MSE on normalised log-mel segments).
+
+        The first ~10% of the clips (at most 64) are held out: cut into fixed
+        segments, they are the validation set (early stop, best weights).
+        """
         p = resolve_params(cls.family, cls.defaults, params)
         if not samples:
             raise RecipeError("mel_fsq: no audio clips to fit on; add audio inputs to the corpus")
-        t0 = time.time()
+        n_val = n_validation(len(samples))
         with seeded(seed):
             tok = cls(p)
             model = tok.model
             mels = [tok.log_mel(w) for w in samples]  # each [M, n_i]
-            cat_MT = torch.cat(mels, dim=1)
+            cat_MT = torch.cat(mels[n_val:], dim=1)
             model.mel_mean.copy_(cat_MT.mean(dim=1))
             model.mel_std.copy_(cat_MT.std(dim=1).clamp_min(1e-3))
             S = p["segment_frames"]
             S += (-S) % p["time_downsample"]
             clips = [model.normalize(m[None])[0] for m in mels]
             clips = [F.pad(c[None], (0, max(0, S - c.shape[-1])), mode="replicate")[0] for c in clips]
-            g = torch.Generator().manual_seed(seed)
-            weights = torch.tensor([c.shape[-1] for c in clips], dtype=torch.float)
+            val_clips, train_clips = clips[:n_val], clips[n_val:]
+            weights = torch.tensor([c.shape[-1] for c in train_clips], dtype=torch.float)
 
-            def batch(n: int) -> torch.Tensor:
-                which = torch.multinomial(weights, n, replacement=True, generator=g)
+            def draw(g: torch.Generator) -> torch.Tensor:
+                which = torch.multinomial(weights, p["batch_size"], replacement=True, generator=g)
                 segs = []
                 for i in which.tolist():
-                    start = int(torch.randint(0, clips[i].shape[-1] - S + 1, (1,), generator=g))
-                    segs.append(clips[i][:, start : start + S])
+                    start = int(torch.randint(0, train_clips[i].shape[-1] - S + 1, (1,), generator=g))
+                    segs.append(train_clips[i][:, start : start + S])
                 return torch.stack(segs)  # x_BMS
 
-            eval_BMS = batch(64)
-            model.train()
-            opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], betas=(0.9, 0.99), weight_decay=1e-4)
-            best_loss, best_state, every = float("inf"), copy.deepcopy(model.state_dict()), 100
-            for step in range(p["steps"]):
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(step, p["steps"], p["lr"])
-                x_BMS = batch(p["batch_size"])
-                loss = F.mse_loss(model(x_BMS), x_BMS)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                if (step + 1) % every == 0 or step + 1 == p["steps"]:
-                    model.eval()
-                    with torch.inference_mode():
-                        ev = F.mse_loss(model(eval_BMS), eval_BMS).item()
-                    model.train()
-                    if ev < best_loss:
-                        best_loss, best_state = ev, copy.deepcopy(model.state_dict())
-                    log(f"[mel_fsq] step {step + 1}/{p['steps']} train {loss.item():.4f} "
-                        f"eval {ev:.4f} {time.time() - t0:.0f}s")
-            model.load_state_dict(best_state)
+            def loss_fn(m: nn.Module, x_BMS: torch.Tensor) -> torch.Tensor:
+                return F.mse_loss(m(x_BMS), x_BMS)
+
+            # validation: consecutive non-overlapping segments of the held-out clips, 64 at most
+            val_segs = [c[:, i : i + S] for c in val_clips for i in range(0, c.shape[-1] - S + 1, S)][:64]
+            val = [torch.stack(val_segs[i : i + 16]) for i in range(0, len(val_segs), 16)]
+            run = train(model, draw, loss_fn, val, steps=p["steps"], lr=p["lr"],
+                        generator=torch.Generator().manual_seed(seed), patience=p["patience"],
+                        eval_every=p["eval_every"], log=log, tag="mel_fsq")
+            model.load_state_dict(run.state)
             model.eval()
+        log(f"[mel_fsq] done at step {run.facts['steps_run']}/{p['steps']}: best val mse "
+            f"{run.facts['best_val_loss']:.4f} at step {run.facts['best_step']}, {run.facts['seconds']}s")
         seconds = sum(len(as_mono(w)) for w in samples) / p["sample_rate"]
-        tok.fitted_on = {"n_samples": len(samples), "seconds": round(seconds, 3), "seed": seed,
-                         "best_eval_mse": round(best_loss, 6), **(fitted_on or {})}
+        tok.fitted_on = {"n_samples": len(samples), "n_val": n_val, "seconds": round(seconds, 3),
+                         "seed": seed, **run.card_facts(), **(fitted_on or {})}
         return tok

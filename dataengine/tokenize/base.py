@@ -162,6 +162,10 @@ class Tokenizer(ABC):
         """Encode many inputs; the default loops (model families batch for real)."""
         return [self.encode(x) for x in xs]
 
+    def decode_batch(self, items: list[tuple[np.ndarray, dict]]) -> list[Any]:
+        """Decode many ``(codes, side)`` pairs; the default loops (image models batch for real)."""
+        return [self.decode(codes, side) for codes, side in items]
+
     def check_codes(self, codes: np.ndarray) -> np.ndarray:
         """Codes as int64 1-D, or a ValueError when out of ``[0, vocab_size)``."""
         codes = np.asarray(codes).reshape(-1).astype(np.int64)

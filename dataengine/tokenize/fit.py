@@ -100,8 +100,9 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         spec = recipe.tokenizers[role]
         fam = get_family(spec.family)
         extra = {}
-        if role == "video":
+        if role == "video":  # frames wraps the image tokenizer; causal_video builds on it + stills
             extra["image_tokenizer"] = load_tokenizer(tokdir / "image")
+            extra["images"] = samples["image"]
         t0 = time.time()
         log(f"fit {role} ({spec.family}) on {len(items)} items")
         tok = fam.fit(items, spec.params, seed=recipe.seed, log=lambda m, r=role: log(f"  [{r}] {m}"), **extra)

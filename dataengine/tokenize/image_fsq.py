@@ -5,13 +5,12 @@
 
 With the defaults a 64x64 image becomes an 8x8 grid of codes from an implicit
 codebook of 8*5*5*5 = 1000 entries: 64 tokens per image. Trained on CPU in a
-few minutes (MSE, AdamW, flips + random-resized crops), best weights kept.
+few minutes (MSE, AdamW, flips + random-resized crops) by the shared loop in
+`training.py`: best weights kept, early stop on a held-out validation loss.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -23,8 +22,10 @@ from vector_quantize_pytorch import FSQ
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import (
-    WEIGHTS_FILE, Tokenizer, cosine_lr, load_module, module_bytes, resolve_params, seeded,
+    WEIGHTS_FILE, Tokenizer, load_module, module_bytes, resolve_params, seeded,
 )
+from dataengine.tokenize.precision import decode_precision, encode_precision
+from dataengine.tokenize.training import n_validation, train
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -166,9 +167,10 @@ class FSQImageTokenizer(Tokenizer):
     modality: ClassVar[str] = "image"
     defaults: ClassVar[dict[str, Any]] = {
         "size": 64, "downsample": 8, "levels": [8, 5, 5, 5], "channels": 64,
-        "steps": 800, "batch_size": 32, "lr": 2e-3,
+        "steps": 800, "batch_size": 32, "lr": 2e-3, "patience": 3, "eval_every": 50,
     }
-    chunk: ClassVar[int] = 64  # images per forward pass in encode_batch
+    chunk: ClassVar[int] = 16  # images per forward pass on the CPU (64: 1.5x slower, cache-bound)
+    gpu_chunk: ClassVar[int] = 512  # ... and on an accelerator
 
     def __init__(self, params: dict | None = None, *, fitted_on: dict | None = None):
         super().__init__(params, fitted_on=fitted_on)
@@ -193,29 +195,38 @@ class FSQImageTokenizer(Tokenizer):
         return {"tokens_per_image": self.grid[0] * self.grid[1]}
 
     # --- batched core: used by encode/decode and by the `frames` family ---------
+    def _chunk(self) -> int:
+        return self.chunk if self.device.type == "cpu" else self.gpu_chunk
+
     @torch.inference_mode()
     def encode_images(self, imgs: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8 images (any sizes) -> int32 codes [N, h*w] in raster order."""
+        """uint8 images (any sizes) -> int32 codes [N, h*w] in raster order; one forward per chunk.
+
+        Full fp32 on CUDA (no TF32, no autocast): FSQ rounds, so codes stay the CPU's.
+        """
         rgb = [as_rgb(im) for im in imgs]
-        out = []
-        for i in range(0, len(rgb), self.chunk):
-            part = rgb[i : i + self.chunk]
-            size = self.params["size"]
-            x_B3HW = torch.cat([to_unit(im[None], size) for im in part])
-            idx_Bhw = self.model.encode(x_B3HW.to(self.device)).cpu()
-            out.append(idx_Bhw.reshape(len(part), -1).to(torch.int32).numpy())
+        out, size, chunk = [], self.params["size"], self._chunk()
+        with encode_precision(self.device):
+            for i in range(0, len(rgb), chunk):
+                part = rgb[i : i + chunk]
+                x_B3HW = torch.cat([to_unit(im[None], size) for im in part])
+                idx_Bhw = self.model.encode(x_B3HW.to(self.device)).cpu()
+                out.append(idx_Bhw.reshape(len(part), -1).to(torch.int32).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.grid[0] * self.grid[1]), np.int32)
 
     @torch.inference_mode()
     def decode_images(self, codes_Nn: np.ndarray, grid: list[int]) -> np.ndarray:
-        """int codes [N, h*w] -> uint8 images [N, h*ds, w*ds, 3]."""
+        """int codes [N, h*w] -> uint8 images [N, h*ds, w*ds, 3]; bf16 autocast on CUDA."""
         h, w = int(grid[0]), int(grid[1])
         codes = self.check_codes(codes_Nn).reshape(-1, h, w)
-        out = []
-        for i in range(0, len(codes), self.chunk):
-            idx_Bhw = torch.from_numpy(codes[i : i + self.chunk]).to(self.device)
-            out.append(to_uint8(self.model.decode(idx_Bhw).cpu()))
-        return np.concatenate(out)
+        out, chunk = [], self._chunk()
+        for i in range(0, len(codes), chunk):
+            idx_Bhw = torch.from_numpy(codes[i : i + chunk]).to(self.device)
+            with decode_precision(self.device):
+                x_B3HW = self.model.decode(idx_Bhw)
+            out.append(to_uint8(x_B3HW.float().cpu()))
+        return np.concatenate(out) if out else np.zeros((0, h * self.params["downsample"],
+                                                         w * self.params["downsample"], 3), np.uint8)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         return self.encode_images([x])[0], {"grid": self.grid}
@@ -227,6 +238,18 @@ class FSQImageTokenizer(Tokenizer):
     def decode(self, codes: np.ndarray, side: dict) -> np.ndarray:
         grid = side.get("grid", self.grid)
         return self.decode_images(np.asarray(codes).reshape(1, -1), grid)[0]
+
+    def decode_batch(self, items: list[tuple[np.ndarray, dict]]) -> list[np.ndarray]:
+        """Images of the same grid decode together, one forward pass per chunk."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, side) in enumerate(items):
+            groups.setdefault(tuple(side.get("grid", self.grid)), []).append(i)
+        for grid, idxs in groups.items():
+            imgs = self.decode_images(np.stack([np.asarray(items[i][0]).reshape(-1) for i in idxs]), list(grid))
+            for i, img in zip(idxs, imgs):
+                out[i] = img
+        return out  # type: ignore[return-value]
 
     # --- persistence ---------------------------------------------------------
     def weights_bytes(self) -> bytes:
@@ -250,41 +273,36 @@ class FSQImageTokenizer(Tokenizer):
         fitted_on: dict | None = None,
         **resources: Any,
     ) -> "FSQImageTokenizer":
-        """Train the autoencoder on uint8 images (MSE); keeps the best weights."""
+        """Train the autoencoder on uint8 images (MSE); keeps the best weights.
+
+        The first ~10% of the images (at most 64) are held out for validation
+        and never trained on; training stops early when their loss stalls.
+        """
         p = resolve_params(cls.family, cls.defaults, params)
         if not samples:
             raise RecipeError("fsq_image: no images to fit on; add image inputs to the corpus")
-        t0 = time.time()
         data_N3HW = torch.cat([to_unit(as_rgb(im)[None], p["size"]) for im in samples])
-        eval_B3HW = data_N3HW[:64]
+        n_val = n_validation(len(data_N3HW))
+        val_B3HW, train_N3HW = data_N3HW[:n_val], data_N3HW[n_val:]
+
+        def draw(g: torch.Generator) -> torch.Tensor:
+            pick = torch.randint(0, len(train_N3HW), (p["batch_size"],), generator=g)
+            return _augment(train_N3HW[pick], g)
+
+        def loss_fn(model: nn.Module, x_B3HW: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(model(x_B3HW), x_B3HW)
+
         with seeded(seed):
             tok = cls(p)
-            model = tok.model.train()
-            g = torch.Generator().manual_seed(seed)
-            opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], betas=(0.9, 0.99), weight_decay=1e-4)
-            best_loss, best_state, every = float("inf"), copy.deepcopy(model.state_dict()), 100
-            for step in range(p["steps"]):
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(step, p["steps"], p["lr"])
-                pick = torch.randint(0, len(data_N3HW), (p["batch_size"],), generator=g)
-                x_B3HW = _augment(data_N3HW[pick], g)
-                loss = F.mse_loss(model(x_B3HW), x_B3HW)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                if (step + 1) % every == 0 or step + 1 == p["steps"]:
-                    model.eval()
-                    with torch.inference_mode():
-                        ev = F.mse_loss(model(eval_B3HW), eval_B3HW).item()
-                    model.train()
-                    if ev < best_loss:
-                        best_loss, best_state = ev, copy.deepcopy(model.state_dict())
-                    psnr = 10 * math.log10(4.0 / max(ev, 1e-10))  # range [-1,1] -> peak 2
-                    log(f"[fsq_image] step {step + 1}/{p['steps']} train {loss.item():.4f} "
-                        f"eval {ev:.4f} ({psnr:.1f} dB) {time.time() - t0:.0f}s")
-            model.load_state_dict(best_state)
-            model.eval()
-        tok.fitted_on = {"n_samples": len(samples), "seed": seed,
-                         "best_eval_mse": round(best_loss, 6), **(fitted_on or {})}
+            run = train(tok.model, draw, loss_fn, [val_B3HW] if n_val else [], steps=p["steps"],
+                        lr=p["lr"], generator=torch.Generator().manual_seed(seed),
+                        patience=p["patience"], eval_every=p["eval_every"], log=log, tag="fsq_image")
+            tok.model.load_state_dict(run.state)
+            tok.model.eval()
+        best = run.facts["best_val_loss"]
+        log(f"[fsq_image] done at step {run.facts['steps_run']}/{p['steps']}: best val mse {best:.4f} "
+            f"({10 * math.log10(4.0 / max(best, 1e-10)):.1f} dB) at step {run.facts['best_step']}, "
+            f"{run.facts['seconds']}s")
+        tok.fitted_on = {"n_samples": len(samples), "n_val": n_val, "seed": seed,
+                         **run.card_facts(), **(fitted_on or {})}
         return tok

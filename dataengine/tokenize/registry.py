@@ -12,6 +12,7 @@ from dataengine.tokenize.base import Tokenizer, read_card
 from dataengine.tokenize.image_fsq import FSQImageTokenizer
 from dataengine.tokenize.sensor_bins import SensorBinsTokenizer
 from dataengine.tokenize.text_bpe import BPETokenizer
+from dataengine.tokenize.video_causal import CausalVideoTokenizer
 from dataengine.tokenize.video_frames import FramesTokenizer
 
 FAMILIES: dict[str, type[Tokenizer]] = {
@@ -20,6 +21,7 @@ FAMILIES: dict[str, type[Tokenizer]] = {
         BPETokenizer,
         FSQImageTokenizer,
         FramesTokenizer,
+        CausalVideoTokenizer,
         MelFSQTokenizer,
         EncodecTokenizer,
         SensorBinsTokenizer,

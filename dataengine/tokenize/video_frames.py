@@ -100,6 +100,20 @@ class FramesTokenizer(Tokenizer):
         grid = side.get("grid", self.image.grid)
         return self.image.decode_images(np.asarray(codes).reshape(T, -1), grid)
 
+    def decode_batch(self, items: list[tuple[np.ndarray, dict]]) -> list[np.ndarray]:
+        """All frames of all videos of one grid go through the image decoder in shared chunks."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, side) in enumerate(items):
+            groups.setdefault(tuple(side.get("grid", self.image.grid)), []).append(i)
+        for grid, idxs in groups.items():
+            T = [int(items[i][1]["frames"]) for i in idxs]
+            codes = np.concatenate([np.asarray(items[i][0]).reshape(t, -1) for i, t in zip(idxs, T)])
+            frames = self.image.decode_images(codes, list(grid))
+            for i, start, t in zip(idxs, np.cumsum([0] + T[:-1]), T):
+                out[i] = frames[start : start + t]
+        return out  # type: ignore[return-value]
+
     @classmethod
     def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "FramesTokenizer":
         image = _need_image_tokenizer(resources.get("image_tokenizer"))

@@ -47,6 +47,15 @@ def test_video_frames_and_sensor_rows_are_separated_and_split_back(vocab):
     assert task == "sensor_label"
 
 
+def test_temporal_video_is_separated_per_latent_frame(vocab):
+    codes = np.arange(2 * 4) % 50                      # 5 frames -> 2 latent frames of 2x2 codes
+    side = {"frames": 5, "grid": [2, 2], "latent_frames": 2}
+    b, _ = compose_media(vocab, "video", [("video", "video", codes, side)], None)
+    span = b.spans[0]
+    rows = split_rows(b.tokens()[span["start"]:span["end"]], vocab.special("<|frame_sep|>"))
+    assert [len(r) for r in rows] == [4, 4] and b.side[0]["latent_frames"] == 2
+
+
 def test_chat_targets_cover_only_assistant_turns(vocab):
     turns = [("system", np.array([1])), ("user", np.array([2, 3])), ("assistant", np.array([4, 5, 6])),
              ("user", np.array([7])), ("assistant", np.array([8]))]

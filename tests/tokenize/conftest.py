@@ -13,12 +13,14 @@ from dataengine.tokenize.audio_mel_fsq import MelFSQTokenizer
 from dataengine.tokenize.image_fsq import FSQImageTokenizer
 from dataengine.tokenize.sensor_bins import SensorBinsTokenizer
 from dataengine.tokenize.text_bpe import BPETokenizer
+from dataengine.tokenize.video_causal import CausalVideoTokenizer
 from dataengine.tokenize.video_frames import FramesTokenizer
 
 QUIET = lambda *_: None  # noqa: E731
 
 TINY_IMAGE = {"steps": 100, "batch_size": 8, "channels": 32}
 TINY_MEL = {"steps": 60, "batch_size": 8, "channels": 32, "segment_frames": 32}
+TINY_CAUSAL = {"steps": 150, "batch_size": 8, "channels": 32, "lr": 5e-3}  # channels as TINY_IMAGE: reuses image_tok
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
@@ -41,6 +43,12 @@ def smooth_image(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
     img += blob[..., None] * rng.uniform(-0.8, 0.8, size=3)
     return np.clip((img + 1) * 127.5, 0, 255).astype(np.uint8)
+
+
+def pan_video(rng: np.random.Generator, frames: int, size: int = 64, speed: int = 2) -> np.ndarray:
+    """A smooth image panned diagonally by `speed` pixels per frame: uint8 [T,S,S,3]."""
+    big = smooth_image(rng, size + speed * frames)
+    return np.stack([big[t * speed : t * speed + size, t * speed : t * speed + size] for t in range(frames)])
 
 
 def tone_clip(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarray:
@@ -84,6 +92,18 @@ def image_tok(images) -> FSQImageTokenizer:
 def frames_tok(image_tok) -> FramesTokenizer:
     video = np.stack([smooth_image(np.random.default_rng(5)) for _ in range(3)])
     return FramesTokenizer.fit([video], {}, seed=0, log=QUIET, image_tokenizer=image_tok)
+
+
+@pytest.fixture(scope="session")
+def videos() -> list[np.ndarray]:
+    rng = np.random.default_rng(6)
+    return [pan_video(rng, T, speed=1 + i % 3) for i, T in enumerate([13, 9, 11, 10])]
+
+
+@pytest.fixture(scope="session")
+def causal_tok(videos, images, image_tok) -> CausalVideoTokenizer:
+    return CausalVideoTokenizer.fit(videos, TINY_CAUSAL, seed=0, log=QUIET, images=images,
+                                    image_tokenizer=image_tok)
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +154,12 @@ def make_image():
 
 
 @pytest.fixture(scope="session")
+def make_video():
+    """pan_video(rng, frames, size=64, speed=2), for tests that need more video."""
+    return pan_video
+
+
+@pytest.fixture(scope="session")
 def make_clip():
     """tone_clip(rng, seconds, sr), for tests that need more audio."""
     return tone_clip
@@ -152,6 +178,8 @@ def family_case(request):
         img = request.getfixturevalue("image_tok")
         video = np.stack([smooth_image(rng) for _ in range(2)])
         return request.getfixturevalue("frames_tok"), video, {"image_tokenizer": img}
+    if name == "causal_video":
+        return request.getfixturevalue("causal_tok"), pan_video(rng, 6), {}
     if name == "mel_fsq":
         return request.getfixturevalue("mel_tok"), tone_clip(rng, 0.7, 16000), {}
     if name == "encodec":

@@ -20,11 +20,14 @@ def mel_mse(tok: MelFSQTokenizer, wave: np.ndarray) -> float:
 
 
 def test_fit_lowers_mel_error(mel_tok, clips):
+    # clips[0] is the held-out validation clip (the first ~10%); clips[1:] are trained on
+    assert mel_tok.fitted_on["n_val"] == 1
     unfitted = MelFSQTokenizer(TINY)
-    before, after = mel_mse(unfitted, clips[0]), mel_mse(mel_tok, clips[0])
+    before, after = mel_mse(unfitted, clips[1]), mel_mse(mel_tok, clips[1])
     assert after < 0.5 * before
-    variance = float(mel_tok.log_mel(clips[0]).numpy().var())
+    variance = float(mel_tok.log_mel(clips[1]).numpy().var())
     assert after < 0.5 * variance  # better than predicting the mean spectrum
+    assert mel_mse(mel_tok, clips[0]) < 0.5 * mel_mse(unfitted, clips[0])  # held out: better too
 
 
 def test_token_count_side_and_card(mel_tok, clips):
@@ -52,7 +55,7 @@ def test_defaults():
     assert MelFSQTokenizer.defaults == {
         "sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 64, "time_downsample": 4,
         "levels": [8, 5, 5, 5], "channels": 128, "steps": 600, "batch_size": 16,
-        "segment_frames": 64, "lr": 2e-3,
+        "segment_frames": 64, "lr": 2e-3, "patience": 3, "eval_every": 50,
     }
 
 

@@ -11,7 +11,7 @@ from dataengine.errors import RecipeError
 from dataengine.tokenize import FAMILIES, get_family, load_tokenizer, sha256_file
 from dataengine.tokenize.base import CARD_FILE, Tokenizer
 
-FAMILY_CASES = ["bpe", "fsq_image", "frames", "mel_fsq", "encodec", "sensor_bins"]
+FAMILY_CASES = ["bpe", "fsq_image", "frames", "causal_video", "mel_fsq", "encodec", "sensor_bins"]
 CARD_KEYS = {"family", "modality", "version", "params", "level_sizes", "vocab_size",
              "tokens_per_unit", "weights_sha256", "fitted_on"}
 

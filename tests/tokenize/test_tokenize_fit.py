@@ -56,3 +56,28 @@ def test_missing_tokenizers_are_fitted_and_empty_modalities_explain(corpus, tmp_
     (corpus / "s" / "w.json").unlink()
     with pytest.raises(RecipeError, match="remove tokenizers.sensor"):
         fit_tokenizers(r, tmp_path / "other", log=lambda *_: None)
+
+
+def test_refit_with_one_seed_gives_identical_weights(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "in"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((48, 48), Image.BICUBIC).save(root / "img" / f"p{i}.png")
+        (root / "img" / f"p{i}.txt").write_text(f"a smooth blob number {i}")
+    r = parse_recipe({
+        "name": "t", "seed": 3, "sources": [{"name": "s", "path": str(root)}],
+        "tokenizers": {"text": {"family": "bpe", "params": {"vocab_size": 280}},
+                       "image": {"family": "fsq_image",
+                                 "params": {"size": 32, "channels": 16, "steps": 12, "batch_size": 4}}},
+    })
+    a = fit_tokenizers(r, tmp_path / "a", log=lambda *_: None)
+    b = fit_tokenizers(r, tmp_path / "b", log=lambda *_: None)
+    for role in ("text", "image"):
+        assert a[role]["weights_sha256"] == b[role]["weights_sha256"]
+    assert (tmp_path / "a" / "image" / "weights.safetensors").read_bytes() == \
+        (tmp_path / "b" / "image" / "weights.safetensors").read_bytes()

@@ -43,7 +43,8 @@ def test_codes_grid_and_card(image_tok, images):
 
 def test_defaults():
     assert FSQImageTokenizer.defaults == {"size": 64, "downsample": 8, "levels": [8, 5, 5, 5],
-                                          "channels": 64, "steps": 800, "batch_size": 32, "lr": 2e-3}
+                                          "channels": 64, "steps": 800, "batch_size": 32, "lr": 2e-3,
+                                          "patience": 3, "eval_every": 50}
 
 
 def test_fit_is_deterministic(images):
