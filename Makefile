@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(DE) fit pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS)
 	$(DE) run pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS) --output $(OUT)
 	$(DE) inspect $(OUT) --decode 8 --to $(OUT)/decoded
+	$(DE) tokenizers eval --tokenizers $(TOKS) --input $(CORPUS) --json $(OUT)/tokenizer_eval.json
 	@echo ""
 	@echo "demo done. Results:"
 	@echo "  shards      $(OUT)/parquet/  $(OUT)/wds/"
@@ -30,7 +31,7 @@ demo: $(STAMP)
 	@echo "  rejects     $(OUT)/rejects.parquet"
 	@echo "  stats       $(OUT)/stats.json"
 	@echo "  decoded     $(OUT)/decoded/  (tokens turned back into PNG, GIF, WAV, CSV, TXT)"
-	@echo "  tokenizers  $(TOKS)/"
+	@echo "  tokenizers  $(TOKS)/  (held-out eval in $(TOKS)/*/eval.json; all metrics in $(OUT)/tokenizer_eval.json)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

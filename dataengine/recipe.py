@@ -245,7 +245,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if "text" not in r.tokenizers:
         raise RecipeError(f"{where}.tokenizers: a `text` tokenizer is required (captions, labels, chat)")
     if "video" in r.tokenizers and "image" not in r.tokenizers:
-        raise RecipeError(f"{where}.tokenizers.video: the `frames` family needs an `image` tokenizer too")
+        raise RecipeError(f"{where}.tokenizers.video: video tokenizers (`frames`, `causal_video`) need an `image` tokenizer too")
     audio = r.tokenizers.get("audio")
     if audio is not None:
         rate = audio.params.get("sample_rate")

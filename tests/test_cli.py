@@ -7,7 +7,7 @@ import pytest
 from dataengine.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["demo-corpus", "fit", "run", "inspect"]
+COMMANDS = ["demo-corpus", "fit", "run", "inspect", "tokenizers"]
 
 
 def test_every_subcommand_has_help_with_an_example():

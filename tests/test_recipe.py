@@ -36,7 +36,7 @@ def test_inputs_replace_sources(tmp_path):
     (lambda d: d["tokenizers"].update(image={"family": "fsq_imag"}), "fsq_image"),
     (lambda d: d.pop("sources"), "missing required key 'sources'"),
     (lambda d: d.update(output={"val_fraction": 1.5}), "val_fraction"),
-    (lambda d: d["tokenizers"].update(video={"family": "frames"}), "needs an `image` tokenizer"),
+    (lambda d: d["tokenizers"].update(video={"family": "frames"}), "need an `image` tokenizer"),
     (lambda d: d["tokenizers"].pop("text"), "a `text` tokenizer is required"),
 ])
 def test_bad_recipes_fail_with_a_fix(mutate, message):

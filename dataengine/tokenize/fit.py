@@ -89,6 +89,7 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         extra = collect_samples(recipe, held_units, stage, log)
         for r in short:
             samples[r] += extra[r]
+    held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in FIT_ORDER}
     summary = {}
     for role in roles:
         items = samples[role]
@@ -110,7 +111,25 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         summary[role] = {"items": len(items), "seconds": round(time.time() - t0, 1),
                          "vocab_size": tok.vocab_size, "weights_sha256": tok.card()["weights_sha256"]}
         log(f"  [{role}] vocab {tok.vocab_size}, {summary[role]['seconds']}s -> {tokdir / role}")
+        _write_eval(recipe, role, tok, held[role], samples["text"], extra.get("image_tokenizer"), tokdir, log)
     return summary
+
+
+def _write_eval(recipe: Recipe, role: str, tok, held_items: list, fit_texts: list, image_tok, tokdir: Path,
+                log) -> None:
+    """Measure the just-fitted tokenizer on the held-out split; `DIR/<role>/eval.json` beside its weights."""
+    from dataengine.evaluate.run import evaluate_role, resources_for, write_json
+
+    if not held_items:
+        result = {"family": tok.family, "items": 0,
+                  "error": f"no held-out {role} items (fit.holdout_fraction={recipe.fit.holdout_fraction}); "
+                           f"run `dataengine tokenizers eval --all` on other inputs"}
+    else:
+        result = evaluate_role(role, tok, held_items[:200], fit_items=fit_texts if role == "text" else None,
+                               resources=resources_for(recipe, image_tokenizer=image_tok))
+    write_json(result, tokdir / role / "eval.json")
+    shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    log(f"  [{role}] held-out eval: " + ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6]))
 
 
 def _rank(seed: int, unit_id: str) -> str:

@@ -36,6 +36,12 @@ def test_fit_writes_every_role_and_sees_labels(corpus, tmp_path):
     assert text.decode(text.encode("walking")[0], {}) == "walking"
     assert summary["sensor"]["items"] == 1 and (toks / "sensor" / "card.yaml").is_file()
     assert all(fitted_state(r, toks, role) == "ok" for role in ("text", "sensor"))
+    import json
+
+    for role in ("text", "sensor"):  # a held-out eval beside every fitted tokenizer
+        ev = json.loads((toks / role / "eval.json").read_text())
+        assert ev["family"] == {"text": "bpe", "sensor": "sensor_bins"}[role]
+        assert "error" in ev or ev["items"] > 0
 
 
 def test_stale_tokenizers_are_refused_with_the_fix(corpus, tmp_path):
