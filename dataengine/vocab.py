@@ -147,13 +147,16 @@ class Vocab:
             raise ValueError(f"ids outside the range [{start}, {end}) of tokenizer {name!r}")
         return (ids - start).astype(np.int32)
 
-    def modality_of(self, ids: np.ndarray) -> np.ndarray:
-        """Modality name of every id (array of str); raises on ids outside the vocabulary."""
+    def modality_index(self, ids: np.ndarray) -> np.ndarray:
+        """Index into MODALITIES of every id (int8); raises on ids outside the vocabulary."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.size):
             raise ValueError(f"ids outside the vocabulary [0, {self.size})")
-        idx = np.searchsorted(self._bounds, ids, side="right") - 1
-        return np.asarray(MODALITIES, dtype=object)[self._mods[idx]]
+        return self._mods[np.searchsorted(self._bounds, ids, side="right") - 1]
+
+    def modality_of(self, ids: np.ndarray) -> np.ndarray:
+        """Modality name of every id (array of str); raises on ids outside the vocabulary."""
+        return np.asarray(MODALITIES, dtype=object)[self.modality_index(ids)]
 
 
 def _canonical(obj: dict, indent: int | None = None) -> bytes:

@@ -22,13 +22,12 @@ import pyarrow.parquet as pq
 
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
-from dataengine.pipeline.decode_stage import DecodeStage
 from dataengine.pipeline.tokenize_stage import TokenizeStage, load_tokenizers
 from dataengine.recipe import Recipe
 from dataengine.shards.manifest import build_manifest, build_stats
 from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
 from dataengine.shards.writer import write_split
-from dataengine.tokenize.fit import ensure_tokenizers, image_size_of
+from dataengine.tokenize.fit import decode_stage_for, ensure_tokenizers
 from dataengine.vocab import Vocab
 
 
@@ -114,7 +113,7 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
         raise RecipeError(
             f"the Ray cluster has {resources.get('CPU', 0):g} CPUs but execution.decode_num_cpus + "
             f"execution.tokenize_num_cpus = {need:g}; lower them (fractions such as 0.5 are fine)")
-    decode = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(roles))
+    decode = decode_stage_for(recipe)
     units = [u.to_row() for u in found.units]
     ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
     ds = ds.map_batches(decode, batch_size=ex.decode_batch, batch_format="pyarrow", num_cpus=ex.decode_num_cpus)

@@ -39,7 +39,7 @@ def load_tokenizers(tokenizers_dir: Path, roles: list[str]) -> dict:
 
 
 class TokenizeStage:
-    reads = tuple(f for f in ("id", "source", "kind", "status", "lineage", "meta", "arrays"))
+    reads = ("id", "source", "kind", "status", "path", "stage", "reason", "detail", "lineage", "meta", "arrays")
     writes = tuple(RESULT_SCHEMA.names)
 
     def __init__(self, tokenizers_dir: str, roles: list[str], vocab_path: str):

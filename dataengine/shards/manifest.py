@@ -46,8 +46,7 @@ def token_modality_counts(tokens: pl.Series, group: pl.Series, vocab: Vocab) -> 
     flat = tokens.explode().drop_nulls().to_numpy().astype(np.int64)
     if flat.size == 0:
         return {}
-    mods = np.searchsorted(vocab._bounds, flat, side="right") - 1
-    mod_idx = vocab._mods[mods]
+    mod_idx = vocab.modality_index(flat)
     keys, key_idx = np.unique(group.to_numpy().astype(str), return_inverse=True)
     per_token_group = np.repeat(key_idx, lengths)
     table = np.zeros((len(keys), len(MODALITIES)), dtype=np.int64)

@@ -12,7 +12,6 @@ trainable-anywhere audio vocabulary (use `encodec` when a checkpoint exists).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -24,7 +23,7 @@ from vector_quantize_pytorch import FSQ
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import (
-    WEIGHTS_FILE, Tokenizer, load_module, module_bytes, resolve_params, seeded,
+    ModelTokenizer, resolve_params, seeded,
 )
 from dataengine.tokenize.masked import Unsupported, length_buckets, masked_forward
 from dataengine.tokenize.precision import decode_precision, encode_precision
@@ -101,7 +100,7 @@ def as_mono(wave: Any) -> np.ndarray:
     return a
 
 
-class MelFSQTokenizer(Tokenizer):
+class MelFSQTokenizer(ModelTokenizer):
     """Audio -> ``ceil(mel_frames / time_downsample)`` codes."""
 
     family: ClassVar[str] = "mel_fsq"
@@ -209,16 +208,6 @@ class MelFSQTokenizer(Tokenizer):
             torch.manual_seed(0)
             wave = gl(inv(power_MT).clamp_min(0.0))
         return wave[:length].numpy().astype(np.float32)
-
-    # --- persistence --------------------------------------------------------------
-    def weights_bytes(self) -> bytes:
-        return module_bytes(self.model)
-
-    @classmethod
-    def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "MelFSQTokenizer":
-        tok = cls(card["params"], fitted_on=card.get("fitted_on"))
-        load_module(tok.model, directory / WEIGHTS_FILE)
-        return tok
 
     # --- training -------------------------------------------------------------------
     @classmethod

@@ -261,3 +261,18 @@ class Tokenizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, params={self.params})"
+
+
+class ModelTokenizer(Tokenizer):
+    """A family whose state is one torch module, ``self.model``, saved as safetensors."""
+
+    model: torch.nn.Module
+
+    def weights_bytes(self) -> bytes:
+        return module_bytes(self.model)
+
+    @classmethod
+    def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "ModelTokenizer":
+        tok = cls(card["params"], fitted_on=card.get("fitted_on"))
+        load_module(tok.model, directory / WEIGHTS_FILE)
+        return tok

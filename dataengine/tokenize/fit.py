@@ -70,8 +70,6 @@ def ensure_tokenizers(recipe: Recipe, tokdir: Path, *, log=print) -> None:
 
 def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = None, log=print) -> dict:
     """Fit `roles` (default: all) and save them under `tokdir`; returns per-role summaries."""
-    from dataengine.pipeline.decode_stage import DecodeStage
-
     tokdir = Path(tokdir)
     roles = [r for r in FIT_ORDER if r in (roles or list(recipe.tokenizers))]
     sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
@@ -79,17 +77,15 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         if not path.is_dir():
             raise RecipeError(f"source {name!r}: {path} is not a folder; pass an existing folder with --input")
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
-    stage = DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe),
-                        modalities=frozenset(recipe.tokenizers))
+    stage = decode_stage_for(recipe)
     fit_units, held_units = split_units(recipe, found.units)
     samples = collect_samples(recipe, fit_units, stage, log)
+    held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in FIT_ORDER}
     short = [r for r in roles if len(samples[r]) < recipe.fit.min_items]
     if short and held_units:  # a tiny corpus: better to fit on the held-out items than not at all
         log(f"too few items outside the held-out split for {short}: fitting them on held-out items too")
-        extra = collect_samples(recipe, held_units, stage, log)
         for r in short:
-            samples[r] += extra[r]
-    held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in FIT_ORDER}
+            samples[r] += held[r]
     summary = {}
     for role in roles:
         items = samples[role]

@@ -11,7 +11,6 @@ few minutes (MSE, AdamW, flips + random-resized crops) by the shared loop in
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -22,7 +21,7 @@ from vector_quantize_pytorch import FSQ
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import (
-    WEIGHTS_FILE, Tokenizer, load_module, module_bytes, resolve_params, seeded,
+    ModelTokenizer, resolve_params, seeded,
 )
 from dataengine.tokenize.precision import decode_precision, encode_precision
 from dataengine.tokenize.training import n_validation, train
@@ -160,7 +159,7 @@ def _augment(x_B3HW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.cat(out)
 
 
-class FSQImageTokenizer(Tokenizer):
+class FSQImageTokenizer(ModelTokenizer):
     """Image -> ``(size/downsample)**2`` codes from an implicit FSQ codebook."""
 
     family: ClassVar[str] = "fsq_image"
@@ -250,16 +249,6 @@ class FSQImageTokenizer(Tokenizer):
             for i, img in zip(idxs, imgs):
                 out[i] = img
         return out  # type: ignore[return-value]
-
-    # --- persistence ---------------------------------------------------------
-    def weights_bytes(self) -> bytes:
-        return module_bytes(self.model)
-
-    @classmethod
-    def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "FSQImageTokenizer":
-        tok = cls(card["params"], fitted_on=card.get("fitted_on"))
-        load_module(tok.model, directory / WEIGHTS_FILE)
-        return tok
 
     # --- training ------------------------------------------------------------
     @classmethod

@@ -22,7 +22,6 @@ its latent space (`video_causal_fit.py`). With the defaults a 64x64 clip of
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -32,7 +31,7 @@ from vector_quantize_pytorch import FSQ
 
 from dataengine.errors import RecipeError, RejectError
 from dataengine.tokenize.base import (
-    WEIGHTS_FILE, Tokenizer, group_by_shape, load_module, module_bytes,
+    ModelTokenizer, group_by_shape,
 )
 from dataengine.tokenize.image_fsq import Decoder as ImageDecoder
 from dataengine.tokenize.image_fsq import Encoder as ImageEncoder
@@ -211,7 +210,7 @@ def video_to_unit(frames_THW3: np.ndarray, size: int, td: int) -> torch.Tensor:
     return x_T3HW
 
 
-class CausalVideoTokenizer(Tokenizer):
+class CausalVideoTokenizer(ModelTokenizer):
     """Video -> (1 + ceil((T-1)/td)) grids of (size/sd)**2 codes, time-major."""
 
     family: ClassVar[str] = "causal_video"
@@ -281,16 +280,6 @@ class CausalVideoTokenizer(Tokenizer):
             x_BT3HW = self.model.decode(idx_Bthw).float().cpu()
         T = int(side.get("frames", x_BT3HW.shape[1]))
         return to_uint8(x_BT3HW[0, :T])
-
-    # --- persistence -------------------------------------------------------------
-    def weights_bytes(self) -> bytes:
-        return module_bytes(self.model)
-
-    @classmethod
-    def _from_saved(cls, card: dict, directory: Path, **resources: Any) -> "CausalVideoTokenizer":
-        tok = cls(card["params"], fitted_on=card.get("fitted_on"))
-        load_module(tok.model, directory / WEIGHTS_FILE)
-        return tok
 
     @classmethod
     def fit(
