@@ -41,6 +41,23 @@ def summary_lines(out: Path) -> list[str]:
     block("sequences by source", stats["sequences"].get("by_source", {}))
     block("tokens by modality", stats["tokens"].get("by_modality", {}))
     block("rejects by stage/reason", stats["rejects"]["by_stage_reason"])
+    lines.extend(mixture_lines(stats.get("curate", {}).get("mixture", {})))
+    return lines
+
+
+def mixture_lines(report: dict) -> list[str]:
+    """Tokens per source/kind of the train split: available, target and achieved, with shares."""
+    groups = report.get("groups") or {}
+    if not groups:
+        return []
+    width = max(len(g) for g in groups)
+    lines = [f"  mixture ({report.get('policy', '?')}), train tokens per source/kind:",
+             f"    {'group':<{width}}  {'available':>10}  {'target':>10}  {'achieved':>10}  "
+             f"{'target %':>8}  {'achieved %':>10}  {'epochs':>6}"]
+    for g, r in sorted(groups.items()):
+        lines.append(f"    {g:<{width}}  {r['available_tokens']:>10}  {round(r['target_tokens']):>10}  "
+                     f"{r['achieved_tokens']:>10}  {100 * r['target_share']:>8.2f}  "
+                     f"{100 * r['achieved_share']:>10.2f}  {r['epochs']:>6.2f}")
     return lines
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from dataengine.compose.tasks import ComposeConfig
+from dataengine.curate.dedup import DedupConfig
+from dataengine.curate.mixture import MixtureConfig
 from dataengine.errors import RecipeError
 
 TOKENIZER_ROLES = ("text", "image", "video", "audio", "sensor")
@@ -88,6 +91,16 @@ class Fit:
 
 
 @dataclass
+class Curate:
+    # {stat: {min, max} | {allow: [...]} | {equals: bool}}; stats are listed in dataengine/curate/stats.py
+    filters: dict = field(default_factory=dict)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    # decode each item's codes to measure reconstruction error (token_recon_mse): one extra decode per item
+    token_recon: bool = True
+
+
+@dataclass
 class Output:
     shard_rows: int = 4096       # sequences per shard
     val_fraction: float = 0.02   # held out by a hash of the sequence id (stable as the corpus grows)
@@ -113,6 +126,8 @@ class Recipe:
     seed: int = 0
     decode: Decode = field(default_factory=Decode)
     fit: Fit = field(default_factory=Fit)
+    compose: ComposeConfig = field(default_factory=ComposeConfig)
+    curate: Curate = field(default_factory=Curate)
     output: Output = field(default_factory=Output)
     execution: Execution = field(default_factory=Execution)
     base_dir: str = field(default=".", metadata={"internal": True})
@@ -262,5 +277,21 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
     if r.output.shard_rows < 1:
         raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
+    from dataengine.curate.filters import parse_filters
+    from dataengine.curate.mixture import validate_mixture
+    from dataengine.curate.stats import STAT_FIELDS
+
+    parse_filters(r.curate.filters, STAT_FIELDS, where=f"{where}.curate.filters")
+    try:
+        validate_mixture(r.curate.mixture)
+    except RecipeError as e:
+        raise RecipeError(f"{where}: curate.{e}") from None
+    kinds = ("image", "video", "audio", "sensor", "text", "chat", "*")
+    for key in r.curate.mixture.weights:  # the groups themselves are only known after tokenizing
+        src, _, kind = key.partition("/")
+        if src not in names + ["*"] or kind not in kinds:
+            raise RecipeError(f"{where}.curate.mixture.weights: key {key!r} is not SOURCE/KIND with SOURCE in "
+                              f"{names + ['*']} and KIND in {list(kinds)}")
+    r.compose.validate(where=f"{where}.compose")
     if r.output.parquet_compression not in ("zstd", "snappy", "gzip", "none"):
         raise RecipeError(f"{where}.output.parquet_compression: use one of zstd, snappy, gzip, none")

@@ -194,3 +194,59 @@ def make_mixed_corpus(root: Path, *, broken: bool = True) -> dict[str, str]:
     if broken:
         _broken(root, fates, payload)
     return dict(sorted(fates.items()))
+
+
+# Tiny tokenizers so fitting takes seconds; the layout and every stage are the demo's.
+TINY_TOKENIZERS = {
+    "text": {"family": "bpe", "params": {"vocab_size": 400}},
+    "image": {"family": "fsq_image", "params": {"size": 32, "downsample": 8, "channels": 16, "steps": 30,
+                                                "batch_size": 8}},
+    "video": {"family": "frames"},
+    "audio": {"family": "mel_fsq", "params": {"sample_rate": 16000, "steps": 20, "channels": 32, "batch_size": 4}},
+    "sensor": {"family": "sensor_bins", "params": {"n_bins": 64}},
+}
+
+
+def tiny_recipe(base: Path, **overrides) -> Path:
+    """The demo recipe with tiny tokenizers fitted under `base/toks`; top-level keys replaced by `overrides`."""
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml").read_text())
+    demo.update(tokenizers=TINY_TOKENIZERS, tokenizers_dir=str(Path(base) / "toks"))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(demo.get(key), dict) and key != "tokenizers":
+            demo[key] = {**demo[key], **value}
+        else:
+            demo[key] = value
+    path = Path(base) / f"recipe-{len(list(Path(base).glob('recipe-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(demo))
+    return path
+
+
+def make_duplicates_corpus(root: Path) -> dict[str, str]:
+    """Photos and documents with planted copies; returns {relpath of a copy: relpath of its original}.
+
+    An exact copy under another name, a JPEG re-encode of a PNG photo, and a
+    document with a few words changed; the other photos and documents are distinct.
+    """
+    from pydoc_data.topics import topics
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stem, caption in (("astronaut", "An astronaut in a white suit in front of a flag."),
+                          ("coffee", "A cup of coffee on a red saucer."), ("chelsea", "A tabby cat."),
+                          ("rocket", "A rocket on the launch pad."), ("motorcycle_left", "A red motorcycle.")):
+        Image.fromarray(_photo(stem, 128)).convert("RGB").save(root / f"{stem}.png")
+        (root / f"{stem}.txt").write_text(caption + "\n")
+    (root / "astronaut_copy.png").write_bytes((root / "astronaut.png").read_bytes())
+    (root / "astronaut_copy.txt").write_text("The same astronaut photo, saved again under another name.\n")
+    Image.open(root / "coffee.png").save(root / "coffee_again.jpg", quality=90)
+    (root / "coffee_again.txt").write_text("Coffee, re-encoded as a JPEG.\n")
+    texts = [topics[k] for k in sorted(topics) if len(topics[k]) > 3000][:5]  # Python's own docs: real prose
+    for i, text in enumerate(texts):
+        (root / f"doc_{i}.md").write_text(text[:2500])
+    words = texts[0][:2500].split(" ")
+    for j in (10, 60, 120, 200, 300):
+        words[j] = words[j].upper()
+    (root / "doc_0_edited.md").write_text(" ".join(words))
+    return {"astronaut_copy.png": "astronaut.png", "coffee_again.jpg": "coffee.png", "doc_0_edited.md": "doc_0.md"}

@@ -1,19 +1,24 @@
-"""The first sequence format: one sequence per sample group.
+"""Sequence layouts: every span wrapped in markers, every position's loss recorded.
 
 Every modality span is wrapped in its begin/end markers; the codes inside carry
 their own structure markers (``<|frame_sep|>`` between video frames,
 ``<|row_sep|>`` between sensor time steps), so a span decodes without outside
-help apart from the side information kept in the row (grid, scale).
+help apart from the side information kept in the row (grid, scale). `spans` and
+`side` are parallel lists: entry k of `side` describes span k.
 
-    image + caption   <|bos|> <|image_start|> codes <|image_end|> <|text_start|> caption <|text_end|> <|eos|>
-    audio + text      <|bos|> <|audio_start|> codes <|audio_end|> <|text_start|> transcript <|text_end|> <|eos|>
-    video (+ audio)   <|bos|> <|video_start|> f0 <|frame_sep|> f1 ... <|video_end|> [<|audio_start|> .. <|audio_end|>] caption <|eos|>
-    sensor + label    <|bos|> <|sensor_start|> row0 <|row_sep|> row1 ... <|sensor_end|> <|text_start|> label <|text_end|> <|eos|>
+    image_to_caption  <|bos|> <|image_start|> codes <|image_end|> <|text_start|> caption <|text_end|> <|eos|>
+    caption_to_image  <|bos|> <|text_start|> caption <|text_end|> <|image_start|> codes <|image_end|> <|eos|>
+    audio_to_transcript / transcript_to_audio   the same with <|audio_start|> .. <|audio_end|>
+    video_to_caption  <|bos|> <|video_start|> f0 <|frame_sep|> f1 ... <|video_end|> [<|audio_start|> .. <|audio_end|>]
+                      <|text_start|> caption <|text_end|> <|eos|>      (caption_to_video: caption first)
+    sensor_to_label   <|bos|> <|sensor_start|> row0 <|row_sep|> row1 ... <|sensor_end|> <|text_start|> label <|text_end|> <|eos|>
+    image (etc.)      <|bos|> <|image_start|> codes <|image_end|> <|eos|>    (no caption: unconditional)
     text              <|bos|> <|text_start|> text <|text_end|> <|eos|>
     chat              <|bos|> (<|system|>|<|user|>|<|assistant|>) content <|end_turn|> ... <|eos|>
 
-Pretraining sequences carry loss on every position; chat sequences only on
-assistant turns (their content, end marker, and the final eos).
+Pretraining sequences carry loss on every position; chat and instruction
+sequences (`compose.instruct`) only on assistant turns (their content, end
+marker, and the final eos).
 """
 from __future__ import annotations
 
@@ -65,6 +70,27 @@ class SequenceBuilder:
         self.special(end)
         return self
 
+    def text(self, text_ids: np.ndarray) -> "SequenceBuilder":
+        """Raw text content (a chat turn): no markers, but a span and its side entry."""
+        start = self.length
+        self._append(self.vocab.to_global("text", text_ids))
+        self.spans.append({"modality": "text", "start": start, "end": self.length})
+        self.side.append({"modality": "text", "tokenizer": "text"})
+        return self
+
+    def media(self, parts: list[tuple[str, str, np.ndarray, dict]]) -> "SequenceBuilder":
+        """Media spans (modality, tokenizer, local codes, side): video per frame, sensor per time step."""
+        for modality, name, local, side in parts:
+            if modality == "video":
+                rows = int(side.get("latent_frames", side["frames"]))  # a temporal codec: one row per latent frame
+                self.span("video", name, local, side, rows=rows, sep="<|frame_sep|>")
+            elif modality == "sensor":
+                rows = len(local) // int(side["channels"])
+                self.span("sensor", name, local, side, rows=rows, sep="<|row_sep|>")
+            else:
+                self.span(modality, name, local, side)
+        return self
+
     def target(self, start: int, end: int) -> None:
         if end > start:
             self.targets.append({"start": start, "end": end})
@@ -90,28 +116,32 @@ def split_rows(ids: np.ndarray, sep: int) -> list[np.ndarray]:
     return [row[row != sep] for row in np.split(ids, np.flatnonzero(ids == sep))]
 
 
-def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarray, dict]],
-                  text_ids: np.ndarray | None) -> tuple[SequenceBuilder, str]:
-    """A pretraining sequence: media spans (modality, tokenizer, local codes, side), then text.
+PAIRED_TEXT = {"image": "caption", "video": "caption", "audio": "transcript", "sensor": "label"}
 
-    Returns the builder and the task name.
+
+def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarray, dict]],
+                  text_ids: np.ndarray | None, text_first: bool = False) -> tuple[SequenceBuilder, str]:
+    """A pretraining sequence: media spans (modality, tokenizer, local codes, side) and their text.
+
+    `text_first` puts the text span before the media (caption_to_image, ...).
+    Without text (or for kind "text") the task is the kind itself. Returns the
+    builder and the task name.
     """
+    has_text = text_ids is not None and len(text_ids) > 0
     b = SequenceBuilder(vocab).special("<|bos|>")
-    for modality, name, local, side in parts:
-        if modality == "video":
-            rows = int(side.get("latent_frames", side["frames"]))  # a temporal codec: one row per latent frame
-            b.span("video", name, local, side, rows=rows, sep="<|frame_sep|>")
-        elif modality == "sensor":
-            rows = len(local) // int(side["channels"])
-            b.span("sensor", name, local, side, rows=rows, sep="<|row_sep|>")
-        else:
-            b.span(modality, name, local, side)
-    if text_ids is not None and len(text_ids):
+    if has_text and text_first:
+        b.span("text", "text", text_ids)
+    b.media(parts)
+    if has_text and not text_first:
         b.span("text", "text", text_ids)
     b.special("<|eos|>")
     b.target(0, b.length)
-    suffix = {"image": "caption", "video": "caption", "audio": "transcript", "sensor": "label"}
-    task = kind if text_ids is None or kind == "text" else f"{kind}_{suffix[kind]}"
+    if kind == "text" or not has_text:
+        task = kind
+    elif text_first:
+        task = f"{PAIRED_TEXT[kind]}_to_{kind}"
+    else:
+        task = f"{kind}_to_{PAIRED_TEXT[kind]}"
     return b, task
 
 
@@ -119,16 +149,16 @@ def compose_chat(vocab: Vocab, turns: list[tuple[str, np.ndarray]]) -> SequenceB
     """Chat: role marker, content span, end_turn; loss on assistant content + end_turn (+ final eos)."""
     b = SequenceBuilder(vocab).special("<|bos|>")
     for i, (role, text_ids) in enumerate(turns):
+        if role not in ROLE_TOKENS:
+            raise ValueError(f"chat role {role!r} is not one of {sorted(ROLE_TOKENS)}")
         b.special(ROLE_TOKENS[role])
         start = b.length
-        b._append(vocab.to_global("text", text_ids))
-        b.spans.append({"modality": "text", "start": start, "end": b.length})
+        b.text(text_ids)
         b.special("<|end_turn|>")
         if role == "assistant":
-            last = i == len(turns) - 1
-            if last:
+            if i == len(turns) - 1:
                 b.special("<|eos|>")
             b.target(start, b.length)
-    if turns and turns[-1][0] != "assistant":
+    if not turns or turns[-1][0] != "assistant":
         b.special("<|eos|>")
     return b

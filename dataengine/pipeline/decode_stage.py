@@ -5,6 +5,13 @@ columns of `discover.Unit`. It writes `DECODED_SCHEMA`: one row per decoded
 item (a unit, or one record of a `.jsonl`) and one row per rejected input. The
 decoded arrays travel as a safetensors blob (no pickle), already resized to the
 tokenizer's resolution so the object store never holds full-size video.
+
+Before that resize, each item gets its `content_hash` (sha256 of the decoded
+payload at full decoded resolution and rate, or of the normalised text: the same
+image saved as PNG and as BMP, or under two names, hashes the same) and its
+quality `stats` (JSON, keys from `dataengine.curate.stats.STAT_FIELDS`). Reject
+rows have content_hash "" and stats "{}". A stats failure never rejects an item:
+its stats stay "{}" and meta["stats_error"] says why.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import pyarrow as pa
 from safetensors.numpy import save as st_save
 
 from dataengine import decode as D
+from dataengine.curate.stats import content_hash, item_stats, stats_json
 from dataengine.errors import RejectError
 from dataengine.recipe import Decode
 
@@ -35,6 +43,8 @@ DECODED_SCHEMA = pa.schema([
     ("lineage", pa.string()),   # JSON [{path, sha256, role}]
     ("meta", pa.string()),      # JSON
     ("arrays", pa.binary()),    # safetensors bytes of the decoded arrays
+    ("content_hash", pa.string()),  # sha256 hex of the full-resolution decoded payload ("" for rejects)
+    ("stats", pa.string()),     # JSON object of quality stats, keys from curate.stats.STAT_FIELDS
 ])
 
 
@@ -45,6 +55,7 @@ class DecodeStage:
     decode: Decode
     image_size: int | None        # square side of the image tokenizer (None: no image tokenizer)
     modalities: frozenset[str]    # modalities the recipe has tokenizers for
+    stats: bool = True            # compute quality stats (False: stats "{}", e.g. when fitting tokenizers)
     reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar")
     writes: tuple[str, ...] = tuple(DECODED_SCHEMA.names)
 
@@ -89,7 +100,7 @@ class DecodeStage:
         try:
             if kind == "jsonl":
                 return out + self._jsonl(u, data, lineage[0])
-            arrays = self._media(kind, data, u["media"], sidecar, meta)
+            arrays, described = self._media(kind, data, u["media"], sidecar, meta)
         except RejectError as e:
             return out + self._media_failed(u, lineage[1:], e.reason, e.detail)
         except Exception as e:  # a decoder bug or an unforeseen file: reject, never crash the run
@@ -97,33 +108,50 @@ class DecodeStage:
                                             f"{type(e).__name__}: {e} | {_last_frame(e)}")
         if kind == "text":  # a text document's own file is its content, not a caption
             lineage[0]["role"] = "document"
-        out.append(_ok(u, u["unit_id"], "text" if kind == "text" else kind, lineage, meta, arrays))
+        out.append(_ok(u, u["unit_id"], "text" if kind == "text" else kind, lineage, meta, arrays, described))
         return out
 
-    def _media(self, kind: str, data: bytes, path: str, sidecar: dict | None, meta: dict) -> dict:
+    def _describe(self, kind: str, full: dict, text: str | None, smeta: dict, meta: dict) -> tuple[str, str]:
+        """(content_hash, stats JSON) of one item from its FULL-resolution decode."""
+        digest = content_hash(full, text)
+        if not self.stats:
+            return digest, "{}"
+        try:
+            return digest, stats_json(item_stats(kind, full, smeta))
+        except Exception as e:  # a stats bug must not lose the item: it keeps empty stats
+            meta["stats_error"] = f"{type(e).__name__}: {e} | {_last_frame(e)}"
+            return digest, "{}"
+
+    def _media(self, kind: str, data: bytes, path: str, sidecar: dict | None,
+               meta: dict) -> tuple[dict, tuple[str, str]]:
+        """(arrays at the tokenizer's size, (content_hash, stats JSON))."""
         c = self.decode
         if kind == "text":
             meta["text"] = D.decode_text(data, max_chars=c.text.max_chars)
-            return {}
+            return {}, self._describe("text", {}, meta["text"], {"text": meta["text"]}, meta)
         if kind == "image":
             img = D.decode_image(data, max_pixels=c.image.max_pixels)
             meta["width"], meta["height"] = int(img.shape[1]), int(img.shape[0])
-            return {"image": D.square_resize(img, self.image_size)}
+            described = self._describe("image", {"image": img}, None, {}, meta)
+            return {"image": D.square_resize(img, self.image_size)}, described
         if kind == "audio":
             wave, info = D.decode_audio(data, sample_rate=c.audio.sample_rate, max_seconds=c.audio.max_seconds)
             meta.update(info)
-            return {"audio": wave}
+            smeta = {"sample_rate": c.audio.sample_rate, "duration_s": info.get("duration_s")}
+            return {"audio": wave}, self._describe("audio", {"audio": wave}, None, smeta, meta)
         if kind == "video":
             v = D.decode_video(data, fps=c.video.fps, max_seconds=c.video.max_seconds,
                                max_frames=c.video.max_frames, max_pixels=c.video.max_pixels,
                                sample_rate=c.audio.sample_rate, backend=c.video.backend)
             meta.update({"fps": v.fps, "duration_s": v.duration_s, "truncated": v.truncated,
                          "frames": int(v.frames.shape[0]), "has_audio": v.audio is not None})
+            full = {"frames": v.frames} if v.audio is None else {"frames": v.frames, "audio": v.audio}
+            described = self._describe("video", full, None, meta, meta)
             frames = np.stack([D.square_resize(f, self.image_size) for f in v.frames])
             arrays = {"frames": frames}
             if v.audio is not None and len(v.audio) and "audio" in self.modalities:
                 arrays["audio"] = v.audio.astype(np.float32)
-            return arrays
+            return arrays, described
         if kind == "sensor":
             ext = Path(path).suffix.lower()
             rec = D.decode_sensor(data, ext, sidecar, rate_hz=c.sensor.rate_hz, max_rows=c.sensor.max_rows,
@@ -132,7 +160,10 @@ class DecodeStage:
             if rec.label is not None and "text" not in meta:
                 meta["text"] = str(rec.label)
             meta["label"] = rec.label
-            return {"sensor": np.ascontiguousarray(rec.values, dtype=np.float32)}
+            values = np.ascontiguousarray(rec.values, dtype=np.float32)
+            smeta = {k: rec.meta.get(k) for k in ("source_rows", "source_rate_hz", "duration_s", "filled_non_finite")}
+            smeta["rate_hz"] = rec.rate_hz
+            return {"sensor": values}, self._describe("sensor", {"sensor": values}, None, smeta, meta)
         raise RejectError("unsupported_kind", f"no decoder for {kind!r}")
 
     @staticmethod
@@ -167,7 +198,13 @@ class DecodeStage:
             lin = [{"path": path, "sha256": lineage0["sha256"], "role": "record"}]
             kind = "chat" if "messages" in rec else "text"
             rid = hashlib.sha256(f"{u['unit_id']}#L{line}".encode()).hexdigest()[:24]
-            out.append(_ok(u, rid, kind, lin, {"record": rec}, {}, path=path))
+            meta = {"record": rec}
+            if kind == "chat":  # canonical JSON of the turns: the same conversation hashes the same
+                text = json.dumps([[m["role"], m["content"]] for m in rec["messages"]], ensure_ascii=False)
+                described = self._describe("chat", {}, text, {"messages": rec["messages"]}, meta)
+            else:
+                described = self._describe("text", {}, rec["text"], {"text": rec["text"]}, meta)
+            out.append(_ok(u, rid, kind, lin, meta, {}, described, path=path))
         return out
 
 
@@ -194,17 +231,18 @@ def _last_frame(e: Exception) -> str:
     return f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
 
 
-def _ok(u: dict, item_id: str, kind: str, lineage: list, meta: dict, arrays: dict, path: str | None = None) -> dict:
+def _ok(u: dict, item_id: str, kind: str, lineage: list, meta: dict, arrays: dict,
+        described: tuple[str, str], path: str | None = None) -> dict:
     return {"id": item_id, "unit_id": u["unit_id"], "source": u["source"], "kind": kind, "status": "ok",
             "path": path or u["media"], "stage": "", "reason": "", "detail": "",
             "lineage": json.dumps(lineage), "meta": json.dumps(meta, default=_json_default),
-            "arrays": st_save(arrays) if arrays else b""}
+            "arrays": st_save(arrays) if arrays else b"", "content_hash": described[0], "stats": described[1]}
 
 
 def _reject(u: dict, path: str, stage: str, reason: str, detail: str) -> dict:
     return {"id": "", "unit_id": u["unit_id"], "source": u["source"], "kind": u["kind"], "status": "reject",
             "path": path, "stage": stage, "reason": reason, "detail": detail[:2000],
-            "lineage": "[]", "meta": "{}", "arrays": b""}
+            "lineage": "[]", "meta": "{}", "arrays": b"", "content_hash": "", "stats": "{}"}
 
 
 def _json_default(o):

@@ -1,7 +1,8 @@
 """`dataengine run`: compile a recipe into a Ray Data pipeline and write the outputs.
 
-    discover (driver) -> decode (Ray tasks) -> tokenize + compose (Ray actor pool)
-      -> split, sort by id, write shards (driver) -> rejects, stats, manifest
+    discover (driver) -> decode + stats (Ray tasks) -> tokenize + compose (Ray actor pool)
+      -> candidates (cached in OUT/cache) -> curate: filter, dedup, split, mixture (driver)
+      -> sort by id, write shards (driver) -> rejects, stats, manifest
 
 Everything is written to a staging folder beside OUT and moved into place at
 the end, so a reader never sees a half-written OUT. The same code runs on a
@@ -9,6 +10,7 @@ local Ray (started here) and on a cluster (`--address` or `ray job submit`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,9 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dataengine.compose.pack import pack_table
+from dataengine.curate.apply import curate
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
-from dataengine.pipeline.tokenize_stage import TokenizeStage, load_tokenizers
+from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
+from dataengine.pipeline.tokenize_stage import load_tokenizers
+from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
 from dataengine.recipe import Recipe
 from dataengine.shards.manifest import build_manifest, build_stats
 from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
@@ -72,21 +78,33 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
     log(f"discovered {len(found.files)} files -> {len(found.units)} sample groups, "
         f"{len(found.rejects)} rejected at discovery")
-    results = _execute(recipe, found, tokdir, roles, staging / "vocab.json", address, log)
+    from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
+
+    key = candidates_key(recipe, vocab.tokenizers, found)
+    results = load_candidates(output, key, RESULT_SCHEMA)
+    if results is None:
+        results = _execute(recipe, found, tokdir, roles, staging / "vocab.json", address, log)
+    else:
+        log(f"reusing {results.num_rows} decoded and tokenized candidates from {output / CACHE_DIR} "
+            "(inputs, decode, tokenizers and compose settings unchanged)")
+    save_candidates(staging, key, results)
 
     ok = results.filter(pc.equal(results.column("status"), "ok"))
     rejected = results.filter(pc.equal(results.column("status"), "reject"))
-    sequences = _with_split(ok, recipe.output.val_fraction)
+    cur = curate(ok, recipe)
     shards = []
     for split in ("train", "val"):
-        part = sequences.filter(pc.equal(sequences.column("split"), split))
+        part = cur.sequences.filter(pc.equal(cur.sequences.column("split"), split))
         part = part.sort_by([("id", "ascending")])
+        if recipe.compose.pack_length > 0:  # short sequences packed to the length, documents recorded
+            part = pack_table(part, recipe.compose.pack_length).cast(SEQUENCE_SCHEMA).sort_by([("id", "ascending")])
         shards += write_split(part, split, staging, shard_rows=recipe.output.shard_rows,
                               compression=recipe.output.parquet_compression, webdataset=recipe.output.webdataset)
-    rejects = _rejects_table(found.rejects, rejected)
+    rejects = _rejects_table(found.rejects, rejected, ok, cur.drops)
     pq.write_table(rejects, staging / "rejects.parquet", compression="zstd")
 
     stats = build_stats(staging, vocab, found, shards)
+    stats["curate"] = cur.report
     (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     manifest = build_manifest(recipe, vocab, shards, stats)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -116,10 +134,12 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
     decode = decode_stage_for(recipe)
     units = [u.to_row() for u in found.units]
     ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
-    ds = ds.map_batches(decode, batch_size=ex.decode_batch, batch_format="pyarrow", num_cpus=ex.decode_num_cpus)
+    ds = ds.map_batches(TracedDecode(decode), batch_size=ex.decode_batch, batch_format="pyarrow", num_cpus=ex.decode_num_cpus)
     ds = ds.map_batches(
-        TokenizeStage,
-        fn_constructor_kwargs={"tokenizers_dir": str(tokdir), "roles": roles, "vocab_path": str(vocab_path)},
+        TracedTokenizeStage,
+        fn_constructor_kwargs={"tokenizers_dir": str(tokdir), "roles": roles, "vocab_path": str(vocab_path),
+                               "compose": dataclasses.asdict(recipe.compose), "seed": recipe.seed,
+                               "token_recon": recipe.curate.token_recon},
         batch_size=ex.tokenize_batch, batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, ex.tokenize_actors)),
         num_cpus=ex.tokenize_num_cpus, num_gpus=gpu,
@@ -128,17 +148,21 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
     return pa.concat_tables([t.cast(RESULT_SCHEMA) for t in tables]) if tables else RESULT_SCHEMA.empty_table()
 
 
-def _with_split(ok: pa.Table, val_fraction: float) -> pa.Table:
-    ids = ok.column("id").to_pylist()
-    # the id is a sha256 prefix: its first 8 hex digits are a uniform draw, stable as the corpus grows
-    split = ["val" if int(i[:8], 16) / 0x1_0000_0000 < val_fraction else "train" for i in ids]
-    cols = {name: ok.column(name) for name in SEQUENCE_SCHEMA.names if name != "split"}
-    cols["split"] = pa.array(split, pa.string())
-    return pa.table({name: cols[name] for name in SEQUENCE_SCHEMA.names}).cast(SEQUENCE_SCHEMA)
-
-
-def _rejects_table(discover_rejects: list[dict], rejected: pa.Table) -> pa.Table:
+def _rejects_table(discover_rejects: list[dict], rejected: pa.Table, ok: pa.Table, drops) -> pa.Table:
+    """Discovery, decode and tokenize rejects, plus the candidates curation dropped (filter, dedup, mixture)."""
     rows = list(discover_rejects) + rejected.select(REJECT_SCHEMA.names).to_pylist()
+    if drops.height:  # a dropped item takes its caption and sidecar with it, as a decode reject does
+        where = {i: (src, path, lin) for i, src, path, lin in zip(
+            ok.column("id").to_pylist(), ok.column("source").to_pylist(), ok.column("path").to_pylist(),
+            ok.column("lineage").to_pylist())}
+        for d in drops.iter_rows(named=True):
+            source, path, lineage = where[d["id"]]
+            rows.append({"source": source, "path": path, "stage": d["stage"], "reason": d["reason"],
+                         "detail": d["detail"]})
+            for lin in lineage:
+                if lin["path"] != path:
+                    rows.append({"source": source, "path": lin["path"], "stage": d["stage"],
+                                 "reason": "media_dropped", "detail": f"its media {path} was dropped ({d['reason']})"})
     rows.sort(key=lambda r: (r["source"], r["path"], r["stage"], r["reason"]))
     return pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
 

@@ -3,9 +3,16 @@
 A callable class (it holds the tokenizer models), so Ray runs it as an actor
 pool; the pool asks for a GPU only when the cluster has one, and the models move
 to whatever device Ray assigned. It reads `DECODED_SCHEMA` and writes
-`RESULT_SCHEMA`: the sequence columns of `SEQUENCE_SCHEMA` plus the reject
-columns, with `status` telling which half is filled. Rejected items pass through
-untouched, so every input reaches the writer.
+`RESULT_SCHEMA`: the sequence columns of `SEQUENCE_SCHEMA` (less the ones
+curation fills later, with `stats` as JSON) plus the reject columns, with
+`status` telling which half is filled. Rejected items pass through untouched, so
+every input reaches the writer.
+
+Each item becomes ONE sequence, of the task drawn for its id (`compose.tasks`):
+see `dataengine.compose.tasks`. `meta.compose` records the task and the
+instruction template. `stats` is the decoded row's stats merged with the
+tokenizer-derived ones (`curate.stats.token_stats`); with `token_recon` the
+codes are decoded again to measure the reconstruction error (`recon_mse`).
 """
 from __future__ import annotations
 
@@ -17,16 +24,21 @@ import pyarrow as pa
 import torch
 from safetensors.numpy import load as st_load
 
-from dataengine.compose.sequence import compose_chat, compose_media
+from dataengine.compose.instruct import compose_task
+from dataengine.compose.sequence import compose_chat
+from dataengine.compose.tasks import ComposeConfig, choose_tasks, choose_template
+from dataengine.curate.stats import token_stats
 from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
 from dataengine.tokenize.registry import load_tokenizer
 from dataengine.vocab import Vocab
 
 RESULT_SCHEMA = pa.schema(
-    [f for f in SEQUENCE_SCHEMA if f.name != "split"]
-    + [pa.field("status", pa.string())]
+    [f for f in SEQUENCE_SCHEMA if f.name not in ("split", "stats", "dup_cluster", "repeat")]
+    + [pa.field("stats", pa.string()), pa.field("status", pa.string())]
     + [f for f in REJECT_SCHEMA if f.name not in ("source",)]
 )
+ROLE_OF = {"image": "image", "frames": "video", "audio": "audio", "sensor": "sensor"}  # array key -> tokenizer
+PRIMARY = {"image": "image", "video": "frames", "audio": "audio", "sensor": "sensor"}  # kind -> array it is about
 
 
 def load_tokenizers(tokenizers_dir: Path, roles: list[str]) -> dict:
@@ -39,13 +51,19 @@ def load_tokenizers(tokenizers_dir: Path, roles: list[str]) -> dict:
 
 
 class TokenizeStage:
-    reads = ("id", "source", "kind", "status", "path", "stage", "reason", "detail", "lineage", "meta", "arrays")
+    reads = ("id", "source", "kind", "status", "path", "stage", "reason", "detail", "lineage", "meta", "arrays",
+             "content_hash", "stats")
     writes = tuple(RESULT_SCHEMA.names)
 
-    def __init__(self, tokenizers_dir: str, roles: list[str], vocab_path: str):
+    def __init__(self, tokenizers_dir: str, roles: list[str], vocab_path: str, compose: dict | None = None,
+                 seed: int = 0, token_recon: bool = False):
         torch.set_num_threads(1)  # one core per actor: the pool, not the op, provides parallelism
         self.toks = load_tokenizers(Path(tokenizers_dir), roles)
         self.vocab = Vocab.load(Path(vocab_path))
+        self.compose = ComposeConfig.from_dict(compose)
+        self.seed = int(seed)
+        self.token_recon = bool(token_recon)
+        self._prompts: dict[str, np.ndarray] = {}  # template -> encoded ids
         if torch.cuda.is_available():  # only true when Ray gave this actor a GPU
             for tok in self.toks.values():
                 if hasattr(tok, "to"):
@@ -54,29 +72,29 @@ class TokenizeStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         out = []
-        encoded = self._encode_media(rows)
+        arrays = {i: st_load(r["arrays"]) for i, r in enumerate(rows) if r["status"] == "ok" and r["arrays"]}
+        encoded = self._encode_media(arrays)
+        recon = self._recon(arrays, encoded) if self.token_recon else {}
         for i, r in enumerate(rows):
             if r["status"] != "ok":
                 out.append(_reject_row(r, r["stage"], r["reason"], r["detail"]))
                 continue
             try:
-                out.append(self._sequence(r, encoded.get(i, {})))
+                out.append(self._sequence(r, encoded.get(i, {}), recon.get(i)))
             except Exception as e:  # a tokenizer failure on one item must not sink the batch
                 out.append(_reject_row(r, "tokenize", "tokenizer_error", f"{type(e).__name__}: {e}"))
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
     # ------------------------------------------------------------------------------------
-    def _encode_media(self, rows: list[dict]) -> dict[int, dict]:
-        """Batch-encode media per array key across the batch: {row index: {key: (codes, side)}}."""
+    def _encode_media(self, arrays: dict[int, dict]) -> dict[int, dict]:
+        """Batch-encode media per array key across the batch: {row index: {key: (codes, side) | Exception}}."""
         jobs: dict[str, list[tuple[int, np.ndarray]]] = {}
-        for i, r in enumerate(rows):
-            if r["status"] == "ok" and r["arrays"]:
-                for key, arr in st_load(r["arrays"]).items():
-                    jobs.setdefault(key, []).append((i, arr))
-        role_of = {"image": "image", "frames": "video", "audio": "audio", "sensor": "sensor"}
+        for i, arrs in arrays.items():
+            for key, arr in arrs.items():
+                jobs.setdefault(key, []).append((i, arr))
         result: dict[int, dict] = {}
         for key, items in jobs.items():
-            tok = self.toks[role_of[key]]
+            tok = self.toks[ROLE_OF[key]]
             try:
                 with torch.inference_mode():
                     codes = tok.encode_batch([a for _, a in items])
@@ -92,16 +110,51 @@ class TokenizeStage:
                 result.setdefault(i, {})[key] = c
         return result
 
-    def _sequence(self, r: dict, enc: dict) -> dict:
+    def _recon(self, arrays: dict[int, dict], encoded: dict[int, dict]) -> dict[int, float | None]:
+        """Reconstruction MSE of each item's primary array, decoded in one batch per array key.
+
+        Units (so one threshold fits a modality): image and video pixels in [0, 1];
+        audio the log-mel of the eval transform (phase-free: Griffin-Lim decoders are
+        not charged for phase); sensor the MSE over each channel's variance.
+        """
+        jobs: dict[str, list[int]] = {}
+        for i, enc in encoded.items():
+            key = _primary_key(arrays[i])  # the video's own audio track is not measured
+            if not isinstance(enc.get(key), (tuple, list)):
+                continue
+            jobs.setdefault(key, []).append(i)
+        out: dict[int, float | None] = {}
+        for key, idx in jobs.items():
+            tok = self.toks[ROLE_OF[key]]
+            try:
+                with torch.inference_mode():
+                    decoded = tok.decode_batch([encoded[i][key] for i in idx])
+            except Exception:  # a metric that cannot be computed is missing, not a reject
+                decoded = [None] * len(idx)
+            for i, rec in zip(idx, decoded):
+                try:
+                    out[i] = None if rec is None else recon_mse(key, arrays[i][key], rec, tok)
+                except Exception:
+                    out[i] = None
+        return out
+
+    def _prompt(self, template: str) -> np.ndarray:
+        if template not in self._prompts:
+            self._prompts[template] = np.asarray(self.toks["text"].encode(template)[0])
+        return self._prompts[template]
+
+    def _sequence(self, r: dict, enc: dict, recon: float | None) -> dict:
         meta = json.loads(r["meta"])
         text = self.toks["text"]
         for key, val in enc.items():
             if isinstance(val, Exception):
                 raise val
         kind = r["kind"]
+        template = None
         if kind == "chat":
             turns = [(m["role"], np.asarray(text.encode(m["content"])[0])) for m in meta["record"]["messages"]]
             b, task = compose_chat(self.vocab, turns), "chat"
+            codes, size = (np.concatenate([t for _, t in turns]) if turns else np.zeros(0, np.int32)), text.vocab_size
         else:
             body = meta["record"]["text"] if "record" in meta else meta.get("text")
             text_ids = np.asarray(text.encode(body)[0]) if body else None
@@ -112,20 +165,67 @@ class TokenizeStage:
                     parts.append(("audio", "audio", *enc["audio"]))
             elif kind in ("image", "audio", "sensor"):
                 parts.append((kind, kind, *enc[kind]))
-            b, task = compose_media(self.vocab, kind, parts, text_ids)
+            paired = text_ids is not None and len(text_ids) > 0
+            (choice,) = choose_tasks(self.compose, kind, [r["id"]], self.seed, [paired])
+            prompt = None
+            if choice == "instruct":
+                template = choose_template(self.compose, kind, r["id"], self.seed)
+                prompt = self._prompt(template)
+            b, task = compose_task(self.vocab, kind, choice, parts, text_ids, prompt)
+            if kind in PRIMARY:
+                codes, size = enc[PRIMARY[kind]][0], self.toks[ROLE_OF[PRIMARY[kind]]].vocab_size
+            else:
+                codes, size = (text_ids if text_ids is not None else np.zeros(0, np.int32)), text.vocab_size
+        meta["compose"] = {"task": task, "template": template}
+        stats = {**json.loads(r.get("stats") or "{}"),
+                 **token_stats(np.asarray(codes), int(size), recon if kind in PRIMARY else None)}
         tokens = b.tokens()
-        modalities = sorted({s["modality"] for s in b.spans})
         return {
-            "id": r["id"], "source": r["source"], "task": task, "modalities": modalities,
+            "id": r["id"], "source": r["source"], "task": task, "kind": kind,
+            "modalities": sorted({s["modality"] for s in b.spans}),
             "tokens": tokens.tolist(), "num_tokens": int(len(tokens)), "spans": b.spans, "target_spans": b.targets,
             "side": json.dumps(b.side, default=_jsonable), "lineage": json.loads(r["lineage"]),
-            "meta": r["meta"], "status": "ok", "path": r["path"], "stage": "", "reason": "", "detail": "",
+            "meta": json.dumps(meta, default=_jsonable), "content_hash": r.get("content_hash") or "",
+            "stats": json.dumps(stats, sort_keys=True, default=_jsonable),
+            "status": "ok", "path": r["path"], "stage": "", "reason": "", "detail": "",
         }
 
 
+def recon_mse(key: str, original: np.ndarray, decoded: np.ndarray, tok) -> float:
+    """Reconstruction error of one array (see `TokenizeStage._recon` for the units)."""
+    if key in ("image", "frames"):
+        a = np.asarray(original, np.float64)[..., :3] / 255.0
+        b = np.asarray(decoded, np.float64)[..., :3] / 255.0
+        if key == "frames":  # a temporal codec may return a different frame count
+            n = min(len(a), len(b))
+            a, b = a[:n], b[:n]
+        if a.shape != b.shape:
+            raise ValueError(f"decoded shape {b.shape} differs from the input's {a.shape}")
+        return float(np.mean((a - b) ** 2))
+    if key == "audio":
+        from dataengine.evaluate.audio import log_mel
+
+        sr = int(tok.params["sample_rate"])
+        ma, mb = log_mel(original, sr), log_mel(decoded, sr)
+        n = min(ma.shape[-1], mb.shape[-1])
+        return float(np.mean((ma[:, :n].astype(np.float64) - mb[:, :n]) ** 2))
+    if key == "sensor":
+        a = np.asarray(original, np.float64).reshape(len(decoded), -1)
+        b = np.asarray(decoded, np.float64)
+        var = np.nanvar(a, axis=0)
+        var = np.where(var > 1e-12, var, 1.0)  # a flat channel: plain MSE
+        return float(np.nanmean((a - b) ** 2 / var))
+    raise ValueError(f"no reconstruction metric for array {key!r}")
+
+
+def _primary_key(arrays: dict) -> str:
+    return "frames" if "frames" in arrays else next(iter(arrays))
+
+
 def _reject_row(r: dict, stage: str, reason: str, detail: str) -> dict:
-    return {"id": r["id"], "source": r["source"], "task": "", "modalities": [], "tokens": [], "num_tokens": 0,
-            "spans": [], "target_spans": [], "side": "[]", "lineage": [], "meta": "{}",
+    return {"id": r["id"], "source": r["source"], "task": "", "kind": r.get("kind") or "", "modalities": [],
+            "tokens": [], "num_tokens": 0, "spans": [], "target_spans": [], "side": "[]", "lineage": [],
+            "meta": "{}", "content_hash": r.get("content_hash") or "", "stats": r.get("stats") or "{}",
             "status": "reject", "path": r["path"], "stage": stage, "reason": reason, "detail": detail}
 
 

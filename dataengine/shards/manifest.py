@@ -82,7 +82,9 @@ def build_stats(out: Path, vocab: Vocab, found, shards: list[dict]) -> dict:
         "total": seq.height,
         "by_split": _counts(seq["split"]),
         "by_task": _counts(seq["task"]),
+        "by_kind": _counts(seq["kind"]),
         "by_source": _counts(seq["source"]),
+        "repeated_copies": int((seq["repeat"] > 0).sum()),
     }
     by_source = token_modality_counts(seq["tokens"], seq["source"], vocab)
     by_modality: dict[str, int] = {}

@@ -12,15 +12,20 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from dataengine.curate.stats import STAT_FIELDS
+
 SPAN = pa.struct([("modality", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
 TARGET = pa.struct([("start", pa.int32()), ("end", pa.int32())])
 LINEAGE = pa.struct([("path", pa.string()), ("sha256", pa.string()), ("role", pa.string())])
+DOCUMENT = pa.struct([("id", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+STATS_TYPE = pa.struct(list(STAT_FIELDS.items()))  # one nullable column per quality stat (curate/stats.py)
 
 SEQUENCE_SCHEMA = pa.schema([
     ("id", pa.string()),              # stable id (hash of source + path [+ record line]); a valid WebDataset key
     ("split", pa.string()),           # train | val (by a hash of id)
     ("source", pa.string()),          # recipe source name
-    ("task", pa.string()),            # image_caption, audio_transcript, video_caption, sensor_label, text, chat
+    ("task", pa.string()),            # image_to_caption, caption_to_image, image_instruct, ..., text, chat, packed
+    ("kind", pa.string()),            # the sample group's kind: image | video | audio | sensor | text | chat
     ("modalities", pa.list_(pa.string())),
     ("tokens", pa.list_(pa.int32())),  # ids in the shared vocabulary (vocab.json)
     ("num_tokens", pa.int32()),
@@ -29,12 +34,17 @@ SEQUENCE_SCHEMA = pa.schema([
     ("side", pa.string()),            # JSON: side information needed to decode each span (grid, scale, ...)
     ("lineage", pa.list_(LINEAGE)),   # input files (path relative to the source root) and their sha256
     ("meta", pa.string()),            # JSON: caption, label, durations, truncation flags, record metadata
+    ("content_hash", pa.string()),    # sha256 of the decoded payload: equal for the same content under two names
+    ("stats", STATS_TYPE),            # quality stats, computed once at decode/tokenize time (null: not measured)
+    ("dup_cluster", pa.string()),     # id of the kept member of this row's duplicate cluster (its own id if unique)
+    ("repeat", pa.int32()),           # 0 for the original; k for the k-th up-sampled copy (id suffix -rK)
+    ("documents", pa.list_(DOCUMENT)),  # [start, end) of each document; one entry unless compose.pack_length packs
 ])
 
 REJECT_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("path", pa.string()),      # relative to the source root; `file.jsonl#L3` for one record
-    ("stage", pa.string()),     # discover | decode | tokenize
+    ("stage", pa.string()),     # discover | decode | tokenize | filter | dedup | mixture
     ("reason", pa.string()),    # stable snake_case code, counted in stats.json
     ("detail", pa.string()),    # a sentence for a person
 ])

@@ -43,7 +43,7 @@ def write_parquet(table: pa.Table, path: Path, compression: str = "zstd") -> Non
         compression_level=3 if compression == "zstd" else None,
         row_group_size=PARQUET_ROW_GROUP,
         write_statistics=True,
-        use_dictionary=["split", "source", "task"],
+        use_dictionary=["split", "source", "task", "kind"],
     )
 
 

@@ -132,17 +132,38 @@ def _rank(seed: int, unit_id: str) -> str:
     return hashlib.sha256(f"{seed}:{unit_id}".encode()).hexdigest()
 
 
-def is_heldout(seed: int, unit_id: str, fraction: float) -> bool:
-    """Held out of fitting (for eval): a seeded hash of the id, stable as the corpus grows."""
+def holdout_score(seed: int, unit_id: str) -> float:
+    """A seeded hash of a sample group's id, uniform in [0, 1): below the fraction means held out."""
     h = hashlib.sha256(f"holdout:{seed}:{unit_id}".encode()).hexdigest()
-    return int(h[:8], 16) / 0x1_0000_0000 < fraction
+    return int(h[:8], 16) / 0x1_0000_0000
+
+
+def is_heldout(seed: int, unit_id: str, fraction: float) -> bool:
+    """Held out of fitting by the hash alone (stable as the corpus grows); see `split_units`."""
+    return holdout_score(seed, unit_id) < fraction
 
 
 def split_units(recipe: Recipe, units: list) -> tuple[list, list]:
-    """(units to fit on, held-out units) by `fit.holdout_fraction`."""
-    fit, held = [], []
-    for u in units:
-        (held if is_heldout(recipe.seed, u.unit_id, recipe.fit.holdout_fraction) else fit).append(u)
+    """(units to fit on, held-out units) by `fit.holdout_fraction`, stratified by modality.
+
+    A unit is held out when its seeded hash is below the fraction. A modality
+    (``unit.kind``) with at least 2 sample groups that the hash leaves with no
+    held-out group gets one anyway: its group of lowest hash (still seeded and
+    deterministic), so every modality the corpus holds twice has an eval item.
+    A fraction of 0 holds out nothing.
+    """
+    frac, seed = recipe.fit.holdout_fraction, recipe.seed
+    scores = {u.unit_id: holdout_score(seed, u.unit_id) for u in units}
+    held_ids = {i for i, s in scores.items() if s < frac}
+    if frac > 0:
+        by_kind: dict[str, list] = {}
+        for u in units:
+            by_kind.setdefault(u.kind, []).append(u)
+        for group in by_kind.values():
+            if len(group) >= 2 and not any(u.unit_id in held_ids for u in group):
+                held_ids.add(min(group, key=lambda u: (scores[u.unit_id], u.unit_id)).unit_id)
+    fit = [u for u in units if u.unit_id not in held_ids]
+    held = [u for u in units if u.unit_id in held_ids]
     return fit, held
 
 

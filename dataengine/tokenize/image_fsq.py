@@ -140,6 +140,30 @@ def as_rgb(img: Any) -> np.ndarray:
     return a[:, :, :3]
 
 
+def soft_code_entropy(fsq: FSQ, z_BChw: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
+    """Normalised entropy (0..1) of the batch's average soft code assignment (codebook usage).
+
+    Each latent cell's bounded, pre-rounding value is softly assigned to the
+    levels of each FSQ dimension (Gaussian weights, ``sigma`` in level units);
+    the joint assignment is the outer product over dimensions (the codebook is
+    their product), averaged over the batch. 1 means every code equally used
+    in the batch; maximising it spreads usage over the codebook (the codebook
+    entropy term of LFQ / MAGVIT-v2, made differentiable for FSQ).
+    """
+    z_ND = fsq.project_in(z_BChw.permute(0, 2, 3, 1).reshape(-1, z_BChw.shape[1]))
+    levels = fsq._levels.to(z_ND.dtype)
+    half_l = (levels - 1) * (1 + 1e-3) / 2
+    offset = torch.where(fsq._levels % 2 == 0, 0.5, 0.0).to(z_ND.dtype)
+    bounded_ND = torch.tanh(z_ND + torch.atanh(offset / half_l)) * half_l - offset  # as FSQ.bound, unrounded
+    joint_NK = torch.ones(len(z_ND), 1, dtype=z_ND.dtype, device=z_ND.device)
+    for d, n_levels in enumerate(fsq._levels.tolist()):
+        grid_L = torch.arange(n_levels, dtype=z_ND.dtype, device=z_ND.device) - n_levels // 2
+        p_NL = torch.softmax(-((bounded_ND[:, d : d + 1] - grid_L) ** 2) / (2 * sigma**2), dim=1)
+        joint_NK = (joint_NK[:, :, None] * p_NL[:, None, :]).flatten(1)
+    avg_K = joint_NK.mean(0)
+    return -(avg_K * torch.log(avg_K + 1e-12)).sum() / math.log(avg_K.numel())
+
+
 def _augment(x_B3HW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and random-resized crops (scale 0.6..1), per image."""
     B, _, H, W = x_B3HW.shape
@@ -167,6 +191,7 @@ class FSQImageTokenizer(ModelTokenizer):
     defaults: ClassVar[dict[str, Any]] = {
         "size": 64, "downsample": 8, "levels": [8, 5, 5, 5], "channels": 64,
         "steps": 800, "batch_size": 32, "lr": 2e-3, "patience": 3, "eval_every": 50,
+        "entropy_weight": 0.0,  # > 0: add weight * (1 - codebook entropy of the batch) to the loss
     }
     chunk: ClassVar[int] = 16  # images per forward pass on the CPU (64: 1.5x slower, cache-bound)
     gpu_chunk: ClassVar[int] = 512  # ... and on an accelerator
@@ -278,8 +303,15 @@ class FSQImageTokenizer(ModelTokenizer):
             pick = torch.randint(0, len(train_N3HW), (p["batch_size"],), generator=g)
             return _augment(train_N3HW[pick], g)
 
+        w_ent = float(p["entropy_weight"])
+
         def loss_fn(model: nn.Module, x_B3HW: torch.Tensor) -> torch.Tensor:
-            return F.mse_loss(model(x_B3HW), x_B3HW)
+            if not (w_ent > 0 and model.training):  # validation: reconstruction only
+                return F.mse_loss(model(x_B3HW), x_B3HW)
+            z_BChw = model.encoder(x_B3HW)
+            zq_BChw, _ = model.fsq(z_BChw)
+            mse = F.mse_loss(model.decoder(zq_BChw), x_B3HW)
+            return mse + w_ent * (1.0 - soft_code_entropy(model.fsq, z_BChw))
 
         with seeded(seed):
             tok = cls(p)

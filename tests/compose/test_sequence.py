@@ -18,7 +18,7 @@ def test_image_caption_layout_and_spans(vocab):
     b, task = compose_media(vocab, "image", [("image", "image", img, {"grid": [2, 2]})], cap)
     t = b.tokens()
     sp = vocab.special
-    assert task == "image_caption"
+    assert task == "image_to_caption"
     assert t[0] == sp("<|bos|>") and t[1] == sp("<|image_start|>") and t[-1] == sp("<|eos|>")
     img_span, txt_span = b.spans
     np.testing.assert_array_equal(vocab.to_local("image", t[img_span["start"]:img_span["end"]]), img)
@@ -44,7 +44,7 @@ def test_video_frames_and_sensor_rows_are_separated_and_split_back(vocab):
     span = b.spans[0]
     ids = b.tokens()[span["start"]:span["end"]]
     assert (ids == vocab.special("<|row_sep|>")).sum() == 4
-    assert task == "sensor_label"
+    assert task == "sensor_to_label"
 
 
 def test_temporal_video_is_separated_per_latent_frame(vocab):
@@ -71,6 +71,35 @@ def test_chat_targets_cover_only_assistant_turns(vocab):
     assert [t[s["start"]:s["end"]].tolist() for s in b.targets] == expected
     assert not mask[: np.flatnonzero(t == sp("<|assistant|>"))[0] + 1].any()
     assert t[-1] == sp("<|eos|>")
+
+
+def test_caption_to_image_puts_the_text_span_first(vocab):
+    img, cap = np.arange(4), np.array([5, 6, 7])
+    b, task = compose_media(vocab, "image", [("image", "image", img, {"grid": [2, 2]})], cap, text_first=True)
+    t = b.tokens()
+    sp = vocab.special
+    assert task == "caption_to_image"
+    assert [s["modality"] for s in b.spans] == ["text", "image"]
+    txt, im = b.spans
+    assert t[1] == sp("<|text_start|>") and t[txt["end"]] == sp("<|text_end|>")
+    assert t[im["start"] - 1] == sp("<|image_start|>") and t[im["end"]] == sp("<|image_end|>")
+    assert txt["end"] < im["start"]
+    np.testing.assert_array_equal(vocab.to_local("text", t[txt["start"]:txt["end"]]), cap)
+    np.testing.assert_array_equal(vocab.to_local("image", t[im["start"]:im["end"]]), img)
+    assert b.targets == [{"start": 0, "end": len(t)}]  # pretraining: loss everywhere
+
+
+def test_uncaptioned_media_is_unconditional(vocab):
+    b, task = compose_media(vocab, "image", [("image", "image", np.arange(4), {})], np.array([], np.int64))
+    assert task == "image" and [s["modality"] for s in b.spans] == ["image"]
+
+
+def test_side_entries_are_parallel_to_spans(vocab):
+    """inspect zips spans with side: every span, chat turns included, has its side entry."""
+    b = compose_chat(vocab, [("user", np.array([1, 2])), ("assistant", np.array([3]))])
+    assert len(b.side) == len(b.spans) == 2 and all(d["tokenizer"] == "text" for d in b.side)
+    b, _ = compose_media(vocab, "image", [("image", "image", np.arange(4), {})], np.array([1]), text_first=True)
+    assert [d["modality"] for d in b.side] == [s["modality"] for s in b.spans] == ["text", "image"]
 
 
 def test_codes_outside_a_range_are_refused(vocab):

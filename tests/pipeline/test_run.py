@@ -7,23 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 import webdataset as wds
-import yaml
 
-from corpus_factory import make_mixed_corpus
+from corpus_factory import make_mixed_corpus, tiny_recipe
+from dataengine.compose.tasks import KIND_TASKS
 from dataengine.inspect import decode_to, summary_lines
 from dataengine.pipeline.run import run_pipeline
 from dataengine.recipe import load_recipe
 from dataengine.vocab import Vocab
-
-# Tiny tokenizers so fitting takes seconds; the layout and every stage are the demo's.
-TEST_TOKENIZERS = {
-    "text": {"family": "bpe", "params": {"vocab_size": 400}},
-    "image": {"family": "fsq_image", "params": {"size": 32, "downsample": 8, "channels": 16, "steps": 30,
-                                                "batch_size": 8}},
-    "video": {"family": "frames"},
-    "audio": {"family": "mel_fsq", "params": {"sample_rate": 16000, "steps": 20, "channels": 32, "batch_size": 4}},
-    "sensor": {"family": "sensor_bins", "params": {"n_bins": 64}},
-}
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +21,8 @@ def run(tmp_path_factory, ray_local):
     base = tmp_path_factory.mktemp("run")
     corpus = base / "corpus"
     expected = make_mixed_corpus(corpus, broken=True)
-    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "pipelines" / "demo.yaml").read_text())
-    demo.update(tokenizers=TEST_TOKENIZERS, tokenizers_dir=str(base / "toks"))
-    demo["output"]["shard_rows"] = 8  # several shards even for a small corpus
-    recipe_path = base / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(demo))
+    # several shards even for a small corpus; no filter or mixture drops: every good file must arrive
+    recipe_path = tiny_recipe(base, output={"shard_rows": 8}, curate={"filters": {}, "mixture": {"policy": "none"}})
     recipe = load_recipe(recipe_path, inputs=[str(corpus)])
     out1, out2 = base / "out1", base / "out2"
     m1 = run_pipeline(recipe, out1, log=lambda *_: None)
@@ -70,8 +57,11 @@ def test_every_modality_and_task_is_present(run):
     seq = sequences(run["out"])
     mods = {m for ms in seq["modalities"].to_list() for m in ms}
     assert mods == {"text", "image", "video", "audio", "sensor"}
-    assert {"image_caption", "audio_transcript", "video_caption", "sensor_label", "text", "chat"} <= set(seq["task"])
-    video = seq.filter(pl.col("task") == "video_caption")
+    assert set(seq["kind"]) == {"image", "audio", "video", "sensor", "text", "chat"}
+    for kind, tasks in KIND_TASKS.items():  # every task is one its kind allows (instructions: KIND_instruct)
+        allowed = {t if t != "instruct" else f"{kind}_instruct" for t in tasks}
+        assert set(seq.filter(pl.col("kind") == kind)["task"]) <= allowed, kind
+    video = seq.filter(pl.col("kind") == "video")
     assert any("audio" in m for m in video["modalities"].to_list()), "the video with sound lost its audio track"
 
 

@@ -87,3 +87,48 @@ def test_refit_with_one_seed_gives_identical_weights(tmp_path):
         assert a[role]["weights_sha256"] == b[role]["weights_sha256"]
     assert (tmp_path / "a" / "image" / "weights.safetensors").read_bytes() == \
         (tmp_path / "b" / "image" / "weights.safetensors").read_bytes()
+
+
+def split_recipe(fraction: float, seed: int = 0):
+    return parse_recipe({
+        "name": "t", "seed": seed, "sources": [{"name": "s", "path": "."}],
+        "tokenizers": {"text": {"family": "bpe", "params": {}}},
+        "fit": {"holdout_fraction": fraction},
+    })
+
+
+def fake_units(counts: dict[str, int]) -> list:
+    from dataengine.discover import Unit, unit_id
+
+    return [Unit(unit_id("s", f"{kind}/{i}.x"), "s", "/", kind, f"{kind}/{i}.x")
+            for kind, n in counts.items() for i in range(n)]
+
+
+def test_holdout_is_stratified_by_modality_seeded_and_a_partition():
+    from dataengine.tokenize.fit import is_heldout, split_units
+
+    units = fake_units({"image": 40, "video": 3, "audio": 2, "jsonl": 1})
+    fit, held = split_units(split_recipe(0.05), units)
+    assert sorted(u.unit_id for u in fit + held) == sorted(u.unit_id for u in units)
+    assert not {u.unit_id for u in fit} & {u.unit_id for u in held}
+    kinds = {u.kind for u in held}
+    assert {"image", "video", "audio"} <= kinds and "jsonl" not in kinds  # 1 group: nothing to hold out
+    for kind in ("video", "audio"):  # too few for the hash alone: exactly one group each
+        assert sum(u.kind == kind for u in held) == 1
+    hashed = {u.unit_id for u in units if is_heldout(0, u.unit_id, 0.05)}
+    assert hashed <= {u.unit_id for u in held}  # the hash's choice always stands
+    again = split_units(split_recipe(0.05), list(reversed(units)))[1]
+    assert {u.unit_id for u in again} == {u.unit_id for u in held}  # order does not matter
+    other = split_units(split_recipe(0.05, seed=1), units)[1]
+    assert {u.unit_id for u in other} != {u.unit_id for u in held}
+    assert split_units(split_recipe(0.0), units)[1] == []
+
+
+def test_holdout_of_a_modality_is_stable_when_the_corpus_grows():
+    from dataengine.tokenize.fit import split_units
+
+    small = fake_units({"image": 60, "video": 4})
+    grown = small + fake_units({"image": 90, "sensor": 5})[60:]
+    held_small = {u.unit_id for u in split_units(split_recipe(0.1), small)[1] if u.kind == "image"}
+    held_grown = {u.unit_id for u in split_units(split_recipe(0.1), grown)[1] if u.kind == "image"}
+    assert held_small and held_small <= held_grown
