@@ -5,19 +5,41 @@ Files that share a stem in one folder form one group. A group with a media file
 `.txt`/`.md` as caption or transcript and its `.json` as sidecar metadata. A
 `.txt`/`.md` with no media sibling is a text document; a `.jsonl` holds records.
 
-Every file found ends up in a unit or in a discovery reject (unsupported
-extension, hidden file, symlink leaving the root, a sidecar with no media, a
-file over the size cap). Discovery runs on the driver: it only lists and stats
-files, which is cheap next to decoding them.
+A `.tar` is a shard of raw samples (img2dataset / WebDataset style): its
+members are grouped by key (the member path up to the first dot of its base
+name) exactly as files in a folder are grouped by stem, and referenced as
+``shard.tar#KEY.jpg``. Members that are links, devices, absolute paths or climb
+out with ``..`` are rejected, never followed (`decode.source.check_member`).
+
+Every file or member found ends up in a unit or in a discovery reject
+(unsupported extension, hidden file, symlink leaving the root or looping, a
+name that is not UTF-8, a sidecar with no media, a file over the size cap, an
+unsafe tar member). Each unit carries the size and mtime discovery saw
+(`stamps`), so the decoder can refuse a file that changed in between.
+Discovery runs on the driver: it only lists and stats files (and tar headers),
+which is cheap next to decoding them.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import stat
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataengine.decode import modality_of_ext
+from dataengine.decode.source import (
+    MEMBER_SEP,
+    TAR_EXTS,
+    check_member,
+    escape_name,
+    member_name,
+    open_tar,
+)
+from dataengine.errors import RejectError
 
 CAPTION_EXTS = frozenset({".txt", ".md"})
 SIDECAR_EXTS = frozenset({".json"})
@@ -32,6 +54,9 @@ class Unit:
     media: str               # relpath (posix) of the primary file
     caption: str | None = None   # relpath of the .txt/.md sibling
     sidecar: str | None = None   # relpath of the .json sibling
+    # JSON {relpath: [size, mtime_ns]} of each file as discovery saw it
+    # (tar member: [size, archive mtime_ns, data offset, archive size]); see decode.source.read_input
+    stamps: str = ""
 
     def files(self) -> list[tuple[str, str]]:
         out = [("media", self.media)]
@@ -69,39 +94,115 @@ def discover(sources: list[tuple[str, Path]], *, max_file_bytes: int) -> Discove
             dirnames.sort()
             here = Path(dirpath)
             groups: dict[str, list[tuple[str, str]]] = {}
+            stamps: dict[str, list[int]] = {}
             for fname in sorted(filenames + [d for d in dirnames if (here / d).is_symlink()]):
-                rel = (here / fname).relative_to(root).as_posix()
+                rel = escape_name((here / fname).relative_to(root).as_posix())
                 out.files.append((name, rel))
-                problem = _check_file(root, here / fname, max_file_bytes)
-                if problem:
-                    out.rejects.append(_reject(name, rel, *problem))
+                checked = _check_file(root, here / fname, rel, max_file_bytes)
+                if not isinstance(checked, os.stat_result):
+                    out.rejects.append(_reject(name, rel, *checked))
                     continue
                 stem, ext = os.path.splitext(fname)
+                if ext.lower() in TAR_EXTS:
+                    out.files.pop()  # the archive is a container: its members are the inputs
+                    _list_tar(name, root, rel, max_file_bytes, out)
+                    continue
+                stamps[rel] = [checked.st_size, checked.st_mtime_ns]
                 groups.setdefault(stem, []).append((ext.lower(), rel))
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()]
             for stem in sorted(groups):
-                _group(name, root, groups[stem], out)
+                _group(name, root, groups[stem], stamps, out)
     return out
 
 
-def _check_file(root: Path, path: Path, max_file_bytes: int) -> tuple[str, str] | None:
+def _check_file(root: Path, path: Path, rel: str, max_file_bytes: int) -> os.stat_result | tuple[str, str]:
+    """The file's stat if it can be an input, else (reason, detail)."""
+    if rel != path.relative_to(root).as_posix():
+        return "bad_filename", "the file name is not valid UTF-8; rename it (e.g. convmv -t utf-8)"
     if path.name.startswith("."):
         return "hidden_file", "hidden files are skipped; rename it without the leading dot to include it"
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(root):
-            return "symlink_outside_root", f"points to {target}, outside the input root {root}"
-        if not target.is_file():
-            return "not_a_file", f"symlink to {target}, which is not a regular file"
-    elif not path.is_file():
+    if MEMBER_SEP in path.name and ".tar" + MEMBER_SEP in rel:
+        return "reserved_name", f"'.tar{MEMBER_SEP}' names a tar member; rename the file"
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            target = Path(os.path.realpath(path))
+            if not target.is_relative_to(root):
+                return "symlink_outside_root", f"points to {target}, outside the input root {root}"
+            st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink_loop", "the symlink points (through other links) back to itself"
+        if exc.errno == errno.ENOENT:
+            return "broken_symlink", f"the symlink points to {os.readlink(path)!r}, which does not exist"
+        return "unreadable", f"{type(exc).__name__}: {exc}"
+    if not stat.S_ISREG(st.st_mode):
         return "not_a_file", "not a regular file (device, socket or fifo)"
-    size = path.stat().st_size
-    if size > max_file_bytes:
-        return "file_too_large", f"{size} bytes > decode.max_file_bytes={max_file_bytes}"
-    return None
+    if st.st_size > max_file_bytes and path.suffix.lower() not in TAR_EXTS:  # a shard's cap is per member
+        return "file_too_large", f"{st.st_size} bytes > decode.max_file_bytes={max_file_bytes}"
+    return st
 
 
-def _group(source: str, root: Path, files: list[tuple[str, str]], out: Discovered) -> None:
+def _list_tar(source: str, root: Path, rel: str, max_file_bytes: int, out: Discovered) -> None:
+    """Group the members of the raw tar shard `rel` into units (headers only; no member is read)."""
+    path = root / rel
+    try:
+        tf = open_tar(path)
+    except RejectError as exc:
+        out.files.append((source, rel))
+        out.rejects.append(_reject(source, rel, exc.reason, exc.detail))
+        return
+    st = os.stat(path)
+    seen: dict[str, list[tuple[str, str] | list[int]]] = {}
+    broken, past_end = "", False
+    with tf:
+        while True:
+            try:
+                info = tf.next()
+            except tarfile.ReadError as exc:  # a member ran past the end, or a damaged header
+                broken = str(exc)
+                break
+            if info is None:
+                break
+            tf.members.clear()  # a shard of a million members must not keep every header
+            past_end |= info.offset_data + info.size > st.st_size
+            if info.isdir():
+                continue
+            ref = f"{rel}{MEMBER_SEP}{escape_name(member_name(info))}"
+            out.files.append((source, ref))
+            seen.setdefault(ref, []).append(
+                check_member(info, st.st_size, max_file_bytes) or [info.size, st.st_mtime_ns, info.offset_data, st.st_size])
+        end = tf.offset
+    groups: dict[str, list[tuple[str, str]]] = {}
+    stamps: dict[str, list[int]] = {}
+    for ref, fates in seen.items():
+        if len(fates) > 1:
+            out.files.extend([(source, ref)] * (len(fates) - 1))
+            out.rejects.extend(_reject(source, ref, "duplicate_member", f"the archive holds {len(fates)} members "
+                                       "with this name; which one is meant is ambiguous") for _ in fates)
+        elif isinstance(fates[0], tuple):
+            out.rejects.append(_reject(source, ref, *fates[0]))
+        else:
+            member = ref.split(MEMBER_SEP, 1)[1]
+            base = member.rsplit("/", 1)[-1]
+            key = member[: len(member) - len(base)] + base.split(".", 1)[0]  # WebDataset: up to the first dot
+            groups.setdefault(key, []).append((os.path.splitext(base)[1].lower() if "." in base else "", ref))
+            stamps[ref] = fates[0]
+    for key in sorted(groups):
+        _group(source, root, groups[key], stamps, out)
+    if broken:
+        if not past_end:  # a member that runs past the end explains the stop, and is rejected itself
+            out.rejects.append(_reject(source, rel, "corrupt_archive", f"reading stopped at offset {end}: {broken}"))
+        return
+    with open(path, "rb") as f:  # what follows the last header must be the zero end-of-archive blocks
+        f.seek(end)
+        tail = f.read(1024)
+    if tail.strip(b"\0"):
+        out.rejects.append(_reject(source, rel, "corrupt_archive", f"the data after offset {end} is not a tar "
+                                   "header; members after it were not read"))
+
+
+def _group(source: str, root: Path, files: list[tuple[str, str]], stamps: dict, out: Discovered) -> None:
     media, captions, sidecars, docs = [], [], [], []
     for ext, rel in files:
         kind = modality_of_ext(ext)
@@ -129,7 +230,8 @@ def _group(source: str, root: Path, files: list[tuple[str, str]], out: Discovere
         out.rejects.append(_reject(source, extra, "duplicate_sidecar", f"the group already uses {sidecar}"))
     if media:
         for kind, rel in media:
-            out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel, caption, sidecar))
+            out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel, caption, sidecar,
+                                  _stamps(stamps, rel, caption, sidecar)))
     else:
         if caption:
             docs.insert(0, ("text", caption))
@@ -139,7 +241,11 @@ def _group(source: str, root: Path, files: list[tuple[str, str]], out: Discovere
                         "a .json sidecar needs a media file with the same stem in the same folder")
             )
     for kind, rel in docs:
-        out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel))
+        out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel, stamps=_stamps(stamps, rel)))
+
+
+def _stamps(stamps: dict, *rels: str | None) -> str:
+    return json.dumps({r: stamps[r] for r in rels if r and r in stamps}, sort_keys=True)
 
 
 def _reject(source: str, path: str, reason: str, detail: str) -> dict:

@@ -113,6 +113,7 @@ class Execution:
     decode_batch: int = 8         # units per decode task
     tokenize_batch: int = 16      # decoded items per tokenizer actor call
     tokenize_actors: int = 1      # max actors in the tokenizer pool
+    tokenize_min_actors: int = 1  # actors started up front (the pool grows to tokenize_actors on a backlog)
     tokenize_num_cpus: float = 1.0  # per actor; fractional values avoid starving the read stage
     decode_num_cpus: float = 1.0
 
@@ -275,6 +276,9 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}.fit.holdout_fraction: expected a number in [0, 1), got {r.fit.holdout_fraction}")
     if not 0.0 <= r.output.val_fraction < 1.0:
         raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
+    if not 1 <= r.execution.tokenize_min_actors <= max(1, r.execution.tokenize_actors):
+        raise RecipeError(f"{where}.execution.tokenize_min_actors: expected 1..tokenize_actors "
+                          f"({r.execution.tokenize_actors}), got {r.execution.tokenize_min_actors}")
     if r.output.shard_rows < 1:
         raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
     from dataengine.curate.filters import parse_filters

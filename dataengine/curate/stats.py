@@ -94,8 +94,10 @@ def sensor_stats(values_TC: np.ndarray, rate_hz: float, nan_ratio: float | None)
     if v.ndim != 2:
         raise ValueError(f"expected sensor values [T, C], got shape {v.shape}")
     finite = np.isfinite(v)
-    out = {"sensor_length": float(v.shape[0]), "sensor_rate_hz": float(rate_hz), "sensor_channels": float(v.shape[1]),
-           "sensor_nan_ratio": float(nan_ratio) if nan_ratio is not None else float(1.0 - finite.mean()) if v.size else 0.0}
+    if nan_ratio is None:
+        nan_ratio = float(1.0 - finite.mean()) if v.size else 0.0
+    out = {"sensor_length": float(v.shape[0]), "sensor_rate_hz": float(rate_hz),
+           "sensor_channels": float(v.shape[1]), "sensor_nan_ratio": float(nan_ratio)}
     if rate_hz > 0:
         out["sensor_duration_s"] = max(0, v.shape[0] - 1) / float(rate_hz)
     if v.size:

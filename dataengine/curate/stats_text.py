@@ -22,7 +22,7 @@ import functools
 import numpy as np
 import polars as pl
 
-LANG_MAX_CHARS = 10_000  # the language guess reads this much of a document (enough for a stable guess)
+LANG_MAX_CHARS = 2_000  # the language guess reads this much: plenty, and its DFA walk loops per byte
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,33 +66,38 @@ def ngram_keys(word_ids: np.ndarray, n: int) -> np.ndarray:
 
 def _cover(starts: np.ndarray, n: int, length: int) -> np.ndarray:
     """bool [length]: positions inside any window [s, s + n) for s in `starts` (overlaps count once)."""
-    delta = np.zeros(length + 1, np.int64)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, starts + n, -1)
-    return np.cumsum(delta[:-1]) > 0
+    delta = np.bincount(starts, minlength=length + 1) - np.bincount(starts + n, minlength=length + n + 1)[:length + 1]
+    return np.cumsum(delta[:length]) > 0
 
 
 def ngram_ratios(word_ids: np.ndarray, word_len: np.ndarray, n: int) -> tuple[float, float]:
     """(top n-gram char fraction, duplicate n-gram char fraction) of one document.
 
     top: characters covered by the most frequent n-gram (if it occurs at least twice; of equally
-    frequent ones, the one that occurs first); duplicate: characters covered by n-gram occurrences that repeat an
-    earlier one. Both count a character once however many windows overlap it, over word characters.
+    frequent ones, the one that occurs first); duplicate: characters covered by n-gram occurrences
+    that repeat an earlier one. Both count a character once however many windows overlap it, and
+    are fractions of the document's word characters.
     """
     total = float(word_len.sum())
     keys = ngram_keys(np.asarray(word_ids), n)
     if len(keys) == 0 or total == 0:
         return 0.0, 0.0
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    order = np.argsort(keys, kind="stable")  # equal keys stay in position order
+    sorted_keys = keys[order]
+    new = np.ones(len(keys), bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    dup = np.empty(len(keys), bool)
+    dup[order] = ~new  # every occurrence after the first of its n-gram
     length = len(word_ids)
-    dup = first[inverse] != np.arange(len(keys))
     dup_frac = float(word_len[_cover(np.flatnonzero(dup), n, length)].sum()) / total
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(keys)))
     best = np.flatnonzero(counts == counts.max())
-    top = int(best[np.argmin(first[best])])  # ties: the n-gram that occurs first
+    top = best[np.argmin(order[starts[best]])]  # ties: the n-gram that occurs first
     top_frac = 0.0
     if counts[top] > 1:
-        top_frac = float(word_len[_cover(np.flatnonzero(inverse == top), n, length)].sum()) / total
+        where = order[starts[top]: starts[top] + counts[top]]
+        top_frac = float(word_len[_cover(where, n, length)].sum()) / total
     return top_frac, dup_frac
 
 

@@ -1,11 +1,12 @@
-"""Image and video quality stats: pure numpy over decoded uint8 pixels.
+"""Image and video quality stats over decoded uint8 pixels (numpy, and Pillow for resizing).
 
-Every stat that looks at pixel structure (blur, colourfulness, entropy,
-motion, black and frozen frames) is measured at a fixed ANALYSIS size, not at
-the file's resolution, so one photo saved at 1024 px and at 4096 px scores the
+Every stat that looks at pixel structure (blur, entropy, motion, black and
+frozen frames) is measured on grey at a fixed ANALYSIS size, not at the
+file's resolution, so one photo saved at 1024 px and at 4096 px scores the
 same and a threshold means the same thing for every input. Images smaller
 than the analysis size are upscaled: a thumbnail scores as blurry as it looks
-when shown at that size.
+when shown at that size. Colourfulness, a statistic of pixel values, is
+estimated on a strided subsample (longest side 256..511 px).
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import numpy as np
 from PIL import Image
 
 IMAGE_ANALYSIS_SIDE = 512  # longest side of the image that blur/colourfulness/entropy are measured on
+COLOR_SAMPLE_SIDE = 256   # colourfulness: strided subsample with a longest side of at least this
 VIDEO_ANALYSIS_SIDE = 128  # longest side of the frames that motion/black/frozen are measured on
 BLACK_PIXEL = 0.10         # ffmpeg blackdetect's pix_th: a pixel darker than 10% of full scale is black
 BLACK_PICTURE = 0.98       # ffmpeg blackdetect's pic_th: a frame with >= 98% black pixels is black
 FROZEN_MAFD = 0.002        # mean abs frame difference (0..1) below this (~half a grey level): frozen
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as Pillow's "L"
 
 
 def _as_hwc(img: np.ndarray) -> np.ndarray:
@@ -35,23 +36,21 @@ def _analysis_size(h: int, w: int, side: int) -> tuple[int, int]:
     return max(3, round(w * scale)), max(3, round(h * scale))
 
 
-def _resize(img_HWC: np.ndarray, side: int) -> np.ndarray:
-    """float32 [h, w, C] at the analysis size (bilinear; antialiased when shrinking)."""
+def analysis_gray(img_HWC: np.ndarray, side: int) -> np.ndarray:
+    """float32 [h, w] luma (BT.601, 0..255) at the analysis size: Pillow converts to grey,
+    then resizes in float (bilinear, antialiased when shrinking), so no second rounding."""
     h, w, c = img_HWC.shape
+    grey = Image.fromarray(np.ascontiguousarray(img_HWC[:, :, 0]) if c == 1 else img_HWC).convert("L")
     size = _analysis_size(h, w, side)
     if (w, h) == size:
-        return img_HWC.astype(np.float32)
-    mode = "L" if c == 1 else "RGB"
-    src = np.ascontiguousarray(img_HWC[:, :, 0] if c == 1 else img_HWC)
-    pil = Image.frombuffer(mode, (w, h), src, "raw", mode, 0, 1)  # shares the array's memory, no copy
-    # reducing_gap: a fast integer box reduction first, then bilinear for the last factor of <= 2
-    out = np.asarray(pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.float32)
-    return out[:, :, None] if c == 1 else out
+        return np.asarray(grey, dtype=np.float32)
+    return np.asarray(grey.convert("F").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _gray(img_HWC: np.ndarray) -> np.ndarray:
-    """float32 [H, W] luma in 0..255."""
-    return img_HWC[:, :, 0] if img_HWC.shape[2] == 1 else img_HWC @ _LUMA
+def _subsample(img_HWC: np.ndarray, side: int) -> np.ndarray:
+    """Every k-th pixel, k the largest stride keeping the longest side >= `side` (for statistics)."""
+    k = max(1, max(img_HWC.shape[:2]) // side)
+    return img_HWC[::k, ::k]
 
 
 def laplacian_variance(gray_HW: np.ndarray) -> float:
@@ -80,11 +79,12 @@ def image_stats(img_HWC_uint8: np.ndarray) -> dict:
     """Size, blur, colourfulness and entropy of one decoded image (uint8 [H, W, C])."""
     img = _as_hwc(img_HWC_uint8)
     h, w = img.shape[:2]
-    small = _resize(img, IMAGE_ANALYSIS_SIDE)
-    gray = _gray(small)
+    gray = analysis_gray(img, IMAGE_ANALYSIS_SIDE)
     out = {"image_width": float(w), "image_height": float(h), "image_aspect": w / h,
            "image_blur": laplacian_variance(gray), "image_entropy": gray_entropy(gray)}
-    out["image_colorfulness"] = colorfulness(small) if small.shape[2] == 3 else 0.0
+    # colourfulness is a statistic of pixel values (means and deviations), not of structure:
+    # a strided subsample estimates it without a resize
+    out["image_colorfulness"] = colorfulness(_subsample(img, COLOR_SAMPLE_SIDE)) if img.shape[2] == 3 else 0.0
     return out
 
 
@@ -104,7 +104,7 @@ def video_stats(frames_THWC_uint8: np.ndarray, fps: float, duration_s: float, ha
            "video_height": float(height if height is not None else frames.shape[1]),
            "video_has_audio": bool(has_audio)}
     # one PIL resize per sampled frame (a handful per clip), then everything is vectorised over T
-    gray_THW = np.stack([_gray(_resize(_as_hwc(f), VIDEO_ANALYSIS_SIDE)) for f in frames]) / 255.0
+    gray_THW = np.stack([analysis_gray(_as_hwc(f), VIDEO_ANALYSIS_SIDE) for f in frames]) / 255.0
     black_T = (gray_THW < BLACK_PIXEL).mean(axis=(1, 2)) >= BLACK_PICTURE
     out["video_black_ratio"] = float(black_T.mean())
     if len(gray_THW) > 1:

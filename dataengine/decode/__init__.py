@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataengine.decode.audio import AUDIO_EXTS, decode_audio, decode_audio_track
 from dataengine.decode.image import IMAGE_EXTS, decode_image, square_resize
+from dataengine.decode.source import read_input, split_member
 from dataengine.decode.sensor import SENSOR_EXTS, SensorRecording, decode_sensor, parse_sidecar
 from dataengine.decode.text import JSONL_EXTS, TEXT_EXTS, decode_jsonl, decode_text
 from dataengine.decode.video import VIDEO_EXTS, DecodedVideo, decode_video
@@ -50,5 +51,7 @@ __all__ = [
     "decode_video",
     "modality_of_ext",
     "parse_sidecar",
+    "read_input",
+    "split_member",
     "square_resize",
 ]

@@ -24,6 +24,7 @@ AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a"
 
 AV_ERRORS = (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError, IndexError, UnicodeDecodeError)
 MIN_RATE, MAX_RATE = 1_000, 384_000  # source sample rates outside this are damaged headers
+MAX_DECLARED_SECONDS = 7 * 86_400  # a header claiming more than a week of media is damaged or hostile
 _MAX_RATIO_TERM = 1_000  # largest rate / gcd(source, target) handed to torchaudio
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 _EBML_SEGMENT = b"\x18\x53\x80\x67"
@@ -138,6 +139,12 @@ def _decode_pyav(container: av.container.InputContainer, n_bytes: int,
     rate = int(stream.rate or stream.codec_context.sample_rate or 0)
     if rate <= 0:
         raise RejectError("corrupt", "the audio stream declares no sample rate")
+    declared = None
+    if stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration:
+        declared = container.duration / av.time_base
+    check_declared_duration(declared)
     limit = int(math.ceil(max_seconds * rate))
     chunks: list[np.ndarray] = []
     total, channels, last_end, stopped = 0, 0, 0, False
@@ -162,11 +169,6 @@ def _decode_pyav(container: av.container.InputContainer, n_bytes: int,
         reason = "truncated" if last_end >= n_bytes - 64 else "corrupt"
         raise RejectError(reason, f"audio decoding failed: {exc}") from None
     x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    declared = None
-    if stream.duration and stream.time_base:
-        declared = float(stream.duration * stream.time_base)
-    elif container.duration:
-        declared = container.duration / av.time_base
     truncated = stopped and (total > limit or (declared or 0.0) > max_seconds + 1.0 / rate)
     x = x[:limit]
     decoded_s = x.size / rate
@@ -174,6 +176,13 @@ def _decode_pyav(container: av.container.InputContainer, n_bytes: int,
     info = {"duration_s": float(duration), "truncated": bool(truncated), "source_rate": rate,
             "channels": int(channels or stream.channels or 1), "codec": stream.codec_context.name}
     return x, info
+
+
+def check_declared_duration(seconds: float | None) -> None:
+    """Reject ``absurd_duration`` when a header claims more than MAX_DECLARED_SECONDS."""
+    if seconds is not None and seconds > MAX_DECLARED_SECONDS:
+        raise RejectError("absurd_duration", f"the header claims {seconds:.3g} s (more than "
+                                             f"{MAX_DECLARED_SECONDS // 86_400} days): the file is damaged")
 
 
 def _decode_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, dict] | None:
@@ -234,7 +243,7 @@ def decode_audio(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[
     "channels", "codec"}``; `duration_s` is the source's declared duration when
     decoding stopped at `max_seconds` (``truncated=True``), else the decoded one.
 
-    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``no_audio_stream``,
+    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``no_audio_stream``, ``absurd_duration``,
     ``unsupported_codec``, ``empty_audio``, ``bad_sample_rate``, ``non_finite_values``.
     """
     if not data:

@@ -47,6 +47,8 @@ def _looks_like_image(data: bytes) -> bool:
 def _failure(exc: BaseException, data: bytes, what: str) -> RejectError:
     """Name a Pillow failure: ``truncated`` when the data ends early, else ``corrupt``."""
     msg = str(exc) or type(exc).__name__
+    if "decompressed data too large" in msg.lower():  # a zTXt/iTXt/iCCP chunk that inflates to megabytes
+        return RejectError("decompression_bomb", f"a compressed chunk inflates past Pillow's limit: {msg}")
     riff_short = data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 > len(data)
     if isinstance(exc, EOFError) or "truncat" in msg.lower() or riff_short:
         return RejectError("truncated", f"image data ends early ({what}): {msg}")
@@ -161,7 +163,7 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
     """Decode image bytes to a uint8 RGB array [H, W, 3].
 
     Reject reasons: ``empty_file``, ``not_an_image``, ``too_many_pixels``,
-    ``truncated``, ``corrupt``, ``unsupported_image`` (a valid file in a variant
+    ``decompression_bomb`` (a metadata chunk that inflates past Pillow's limit), ``truncated``, ``corrupt``, ``unsupported_image`` (a valid file in a variant
     Pillow cannot decode, e.g. planar-separate RGB TIFF).
     """
     if not data:

@@ -21,6 +21,7 @@ SENSOR_EXTS = frozenset({".csv", ".parquet", ".npy"})
 
 TIME_COLUMNS = ("t", "time", "timestamp")
 MAX_SIDECAR_BYTES = 1_000_000
+MAX_CHANNELS = 1024  # more columns than this is not a sensor recording (and parsing it costs seconds)
 _SIDECAR_KEYS = ("label", "rate_hz", "channels")
 _MISSING = ("", "na", "n/a", "null", "none", "-")  # CSV spellings of a missing value
 
@@ -37,15 +38,21 @@ class SensorRecording:
 
 
 def parse_sidecar(data: bytes) -> dict:
-    """Parse a sidecar JSON object; reject ``bad_sidecar`` on anything else."""
+    """Parse a sidecar JSON object.
+
+    Reject reasons: ``json_too_large`` (over MAX_SIDECAR_BYTES), ``json_too_deep``
+    (nesting over text.MAX_JSON_DEPTH), ``bad_sidecar`` (anything else that is not a
+    UTF-8 JSON object).
+    """
     if len(data) > MAX_SIDECAR_BYTES:
-        raise RejectError("bad_sidecar", f"sidecar is {len(data)} bytes (limit {MAX_SIDECAR_BYTES})")
+        raise RejectError("json_too_large", f"sidecar is {len(data)} bytes (limit {MAX_SIDECAR_BYTES})")
     try:
         obj = loads_json(data.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RejectError("bad_sidecar", f"sidecar is not UTF-8 (byte {exc.start})") from None
     except ValueError as exc:
-        raise RejectError("bad_sidecar", f"sidecar is not valid JSON: {exc}") from None
+        reason = "json_too_deep" if "nesting" in str(exc) else "bad_sidecar"
+        raise RejectError(reason, f"sidecar is not acceptable JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise RejectError("bad_sidecar", f"sidecar must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -58,6 +65,8 @@ def _columns_from_table(names: list[str], arrays: list[np.ndarray]) -> tuple[np.
     keep = [i for i in range(len(names)) if i != time_idx]
     if not keep:
         raise RejectError("bad_columns", "the file has no channel columns")
+    if len(keep) > MAX_CHANNELS:
+        raise RejectError("too_many_channels", f"{len(keep)} channels (limit {MAX_CHANNELS})")
     values = np.stack([arrays[i] for i in keep], axis=1)
     return times, [str(names[i]) for i in keep], values
 
@@ -65,6 +74,9 @@ def _columns_from_table(names: list[str], arrays: list[np.ndarray]) -> tuple[np.
 def _read_csv(data: bytes) -> tuple[np.ndarray | None, list[str], np.ndarray]:
     import polars as pl  # noqa: PLC0415
 
+    header = data[: data.find(b"\n") if b"\n" in data else len(data)]
+    if header.count(b",") + 1 > MAX_CHANNELS + 1:  # + a time column; checked before the costly parse
+        raise RejectError("too_many_channels", f"{header.count(b',') + 1} columns (limit {MAX_CHANNELS} channels)")
     try:
         df = pl.read_csv(io.BytesIO(data), infer_schema_length=None, try_parse_dates=True)
     except pl.exceptions.NoDataError:
@@ -114,10 +126,11 @@ def _read_parquet(data: bytes) -> tuple[np.ndarray | None, list[str], np.ndarray
 def _read_npy(data: bytes, sidecar: dict) -> tuple[None, list[str], np.ndarray]:
     if not data.startswith(b"\x93NUMPY"):
         raise RejectError("corrupt", "not a .npy file (no NUMPY magic)")
+    _check_npy_header(data)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        reason = "bad_columns" if "pickle" in str(exc) else "corrupt"
+        reason = "pickle_not_allowed" if "pickle" in str(exc) else "corrupt"
         raise RejectError(reason, f"cannot load the .npy array: {exc}") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise RejectError("bad_columns", f"array dtype {getattr(arr, 'dtype', '?')} is not numeric")
@@ -131,6 +144,26 @@ def _read_npy(data: bytes, sidecar: dict) -> tuple[None, list[str], np.ndarray]:
     elif not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == arr.shape[1]):
         raise RejectError("bad_sidecar", f"sidecar 'channels' must list {arr.shape[1]} names (one per column)")
     return None, list(names), arr.astype(np.float64)
+
+
+def _check_npy_header(data: bytes) -> None:
+    """Check the header's shape against the bytes present before numpy allocates anything:
+    a 100-byte file claiming a (10^12, 3) array must not reach `np.load`."""
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(buf, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise RejectError("corrupt", f"the .npy header is damaged: {exc}") from None
+    if dtype.hasobject:
+        raise RejectError("pickle_not_allowed", "the .npy array holds Python objects (pickle); save numbers only")
+    if len(shape) == 2 and shape[1] > MAX_CHANNELS:
+        raise RejectError("too_many_channels", f"{shape[1]} channels (limit {MAX_CHANNELS})")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = len(data) - buf.tell()
+    if need > have:
+        raise RejectError("truncated", f"the header declares shape {shape} ({need} bytes) but {have} bytes follow")
 
 
 def _fill_non_finite(values: np.ndarray, names: list[str], max_ratio: float) -> int:
@@ -169,7 +202,8 @@ def decode_sensor(data: bytes, ext: str, sidecar: dict | None, *, rate_hz: float
     `meta` holds the sidecar's other keys plus ``source_rate_hz``,
     ``source_rows``, ``duration_s`` and ``filled_non_finite``.
 
-    Reject reasons: ``empty_file``, ``corrupt``, ``bad_columns``, ``bad_shape``,
+    Reject reasons: ``empty_file``, ``corrupt``, ``truncated``, ``bad_columns``, ``bad_shape``,
+    ``too_many_channels``, ``pickle_not_allowed``, ``json_too_deep``, ``json_too_large``,
     ``bad_sidecar``, ``unknown_rate``, ``bad_time_column``, ``non_finite_values``,
     ``too_short``, ``too_long``, ``unsupported_format``.
     """

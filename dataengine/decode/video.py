@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from dataengine.decode.audio import AV_ERRORS, container_truncated, decode_audio_track, open_container
+from dataengine.decode.audio import (
+    AV_ERRORS,
+    check_declared_duration,
+    container_truncated,
+    decode_audio_track,
+    open_container,
+)
 from dataengine.errors import RejectError
 
 VIDEO_EXTS = frozenset({".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v"})
@@ -97,6 +103,7 @@ def _probe(data: bytes) -> _Probe:
             duration = float(stream.duration * stream.time_base)
         elif container.duration:
             duration = container.duration / av.time_base
+        check_declared_duration(duration)
         return _Probe(int(stream.codec_context.width or 0), int(stream.codec_context.height or 0),
                       float(rate) if rate else 0.0, duration)
 
@@ -209,7 +216,7 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
     or "decord" (random access; falls back to PyAV when it cannot read the data).
 
     Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``not_a_video``,
-    ``no_video_stream``, ``unsupported_codec``, ``too_many_pixels``, ``no_frames``, and the audio
+    ``no_video_stream``, ``unsupported_codec``, ``too_many_pixels``, ``absurd_duration``, ``no_frames``, and the audio
     track's (``truncated``, ``corrupt``, ``unsupported_codec``, ``non_finite_values``; detail starts
     with "audio track:"). An audio stream with no samples gives ``audio=None``.
     """

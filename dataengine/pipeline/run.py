@@ -134,14 +134,15 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
     decode = decode_stage_for(recipe)
     units = [u.to_row() for u in found.units]
     ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
-    ds = ds.map_batches(TracedDecode(decode), batch_size=ex.decode_batch, batch_format="pyarrow", num_cpus=ex.decode_num_cpus)
+    ds = ds.map_batches(TracedDecode(decode), batch_size=ex.decode_batch, batch_format="pyarrow",
+                        num_cpus=ex.decode_num_cpus)
     ds = ds.map_batches(
         TracedTokenizeStage,
         fn_constructor_kwargs={"tokenizers_dir": str(tokdir), "roles": roles, "vocab_path": str(vocab_path),
                                "compose": dataclasses.asdict(recipe.compose), "seed": recipe.seed,
                                "token_recon": recipe.curate.token_recon},
         batch_size=ex.tokenize_batch, batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=1, max_size=max(1, ex.tokenize_actors)),
+        compute=ActorPoolStrategy(min_size=ex.tokenize_min_actors, max_size=max(1, ex.tokenize_actors)),
         num_cpus=ex.tokenize_num_cpus, num_gpus=gpu,
     )
     tables = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None)]

@@ -107,6 +107,8 @@ def build_manifest(recipe, vocab: Vocab, shards: list[dict], stats: dict) -> dic
     return {
         "format": MANIFEST_FORMAT,
         "recipe": {"name": recipe.name, "sha256": recipe.sha256, "seed": recipe.seed},
+        # where lineage paths are relative to (reports show originals beside reconstructions)
+        "sources": {s.name: str(recipe.resolve(s.path)) for s in recipe.sources},
         "vocab": {"path": "vocab.json", "sha256": vocab.sha256, "size": vocab.size},
         "tokenizers": vocab.tokenizers,
         "code": code_version(),

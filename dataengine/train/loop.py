@@ -164,8 +164,8 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
     if resume:
         ckpt = ck.resolve(run_dir)
         state, mine = ck.load_checkpoint(ckpt, model=model, optimizer=optimizer, rank=rank, world=world)
-        if state["config"] != json.loads(cfg.to_json()) | {"run": state["config"]["run"]}:
-            say("note: the config differs from the checkpoint's in model/data/optim; resuming anyway")
+        if state["config"]["model"] != cfg.to_dict()["model"]:
+            raise RecipeError(f"{ckpt} holds a model of another shape; resume with the config it was trained with")
         loader.load_state_dict(mine["loader"])
         ck.set_rng_state(mine["rng"], device)
         start = int(state["step"])

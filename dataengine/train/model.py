@@ -135,9 +135,9 @@ class Transformer(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def forward(self, tokens_BT: torch.Tensor, pos_BT: torch.Tensor | None = None,
-                doc_BT: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, T, V]. `pos_BT`: position of each token in its document (default 0..T-1);
-        `doc_BT`: document id per token, for block-diagonal attention (None: causal over the row)."""
+                doc_BT: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits [B, T, V] ([B, 1, V] with `last_only`). `pos_BT`: position of each token in its document
+        (default 0..T-1); `doc_BT`: document id per token, for block-diagonal attention (None: causal)."""
         B, T = tokens_BT.shape
         if pos_BT is None:
             pos_BT = torch.arange(T, device=tokens_BT.device).expand(B, T)
@@ -146,6 +146,8 @@ class Transformer(nn.Module):
         x_BTD = self.embed(tokens_BT)
         for block in self.blocks:
             x_BTD = block(x_BTD, cos, sin, mask_B1TT)
+        if last_only:
+            x_BTD = x_BTD[:, -1:]
         return self.head(self.norm(x_BTD))                          # [B, T, V]
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -165,7 +167,7 @@ class Transformer(nn.Module):
         """Sample a continuation of one prompt (no KV cache: the tiny models do not need one)."""
         seq = prompt_T.clone()
         for _ in range(max_new):
-            logits_V = self(seq[None])[0, -1].float()
+            logits_V = self(seq[None], last_only=True)[0, -1].float()
             if temperature <= 0:
                 nxt = logits_V.argmax()
             else:

@@ -141,3 +141,15 @@ def test_energy_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     noise = (np.random.default_rng(0).standard_normal(2 * SR) * 0.1).astype(np.float32)
     assert A.audio_stats(noise, SR)["audio_speech_ratio"] < 0.05  # loud but spectrally flat
     assert A.audio_stats(np.zeros(SR, np.float32), SR)["audio_speech_ratio"] == 0.0
+
+
+def test_silero_stft_basis_is_a_hann_windowed_dft() -> None:
+    """The FFT in `silero_speech_probs` stands in for the model's STFT conv: same basis."""
+    from safetensors.torch import load_file
+
+    basis = load_file(str(A._silero_path()))["stft_conv.weight"][:, 0].double()  # [258, 256]
+    n, k = torch.arange(256, dtype=torch.float64), torch.arange(129, dtype=torch.float64)[:, None]
+    hann = torch.hann_window(256, periodic=True, dtype=torch.float64)
+    angle = 2 * torch.pi * k * n / 256
+    assert torch.allclose(basis[:129], torch.cos(angle) * hann, atol=1e-4)
+    assert torch.allclose(basis[129:], -torch.sin(angle) * hann, atol=1e-4)

@@ -44,7 +44,8 @@ def test_codes_grid_and_card(image_tok, images):
 def test_defaults():
     assert FSQImageTokenizer.defaults == {"size": 64, "downsample": 8, "levels": [8, 5, 5, 5],
                                           "channels": 64, "steps": 800, "batch_size": 32, "lr": 2e-3,
-                                          "patience": 3, "eval_every": 50}
+                                          "patience": 3, "eval_every": 50,
+                                          "entropy_weight": 0.0}
 
 
 def test_fit_is_deterministic(images):
@@ -89,3 +90,28 @@ def test_bad_inputs_and_params(image_tok):
         FSQImageTokenizer({"downsample": 1})
     with pytest.raises(RecipeError):
         FSQImageTokenizer.fit([], {}, seed=0, log=QUIET)
+
+
+def test_codebook_entropy_rewards_spread_codes_and_has_gradients():
+    import torch
+    from vector_quantize_pytorch import FSQ
+
+    from dataengine.tokenize.image_fsq import soft_code_entropy
+
+    fsq = FSQ(levels=[8, 6, 5], dim=16)
+    g = torch.Generator().manual_seed(0)
+    collapsed = soft_code_entropy(fsq, torch.zeros(4, 16, 8, 8))  # every cell on one code
+    spread_z = torch.randn(4, 16, 8, 8, generator=g).requires_grad_(True)
+    spread = soft_code_entropy(fsq, spread_z)
+    assert 0.0 <= float(collapsed) < float(spread) <= 1.0
+    spread.backward()
+    assert spread_z.grad is not None and float(spread_z.grad.abs().sum()) > 0
+
+
+def test_entropy_weight_changes_training_and_stays_deterministic(images):
+    params = {"steps": 3, "batch_size": 4, "channels": 16, "levels": [8, 6, 5]}
+    plain = FSQImageTokenizer.fit(images[:4], params, seed=7, log=QUIET)
+    a = FSQImageTokenizer.fit(images[:4], {**params, "entropy_weight": 0.05}, seed=7, log=QUIET)
+    b = FSQImageTokenizer.fit(images[:4], {**params, "entropy_weight": 0.05}, seed=7, log=QUIET)
+    assert a.weights_sha256() == b.weights_sha256() != plain.weights_sha256()
+    assert a.vocab_size == 240 and a.card()["params"]["entropy_weight"] == 0.05

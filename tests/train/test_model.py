@@ -67,3 +67,15 @@ def test_per_modality_sums():
     mod = torch.tensor([[1, 2, 2, 1]])
     rep = modality_report(modality_sums(loss, mask, mod))
     assert rep == {"text": 2.5, "image": 2.0}
+
+
+def test_generate_samples_from_the_last_position_and_stops():
+    model = _model()
+    x = torch.randint(0, 50, (1, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, last_only=True)[:, 0], model(x)[:, -1])
+        greedy = model.generate(x[0], 5, temperature=0)
+        first = int(model(x)[0, -1].argmax())
+        stopped = model.generate(x[0], 5, temperature=0, stop={first})
+    assert greedy.shape == (12,) and torch.equal(greedy[:7], x[0]) and int(greedy[7]) == first
+    assert stopped.shape == (8,)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dataengine.train.loader import WorkerStream
+from dataengine.train.loader import WorkerStream, epoch_order
 from dataengine.train.pack import PAD_DOC, Piece, build_row, document_positions, inputs_and_labels, target_mask
 from dataengine.train.source import ShardSource
 from dataengine.vocab import Vocab
@@ -59,3 +59,28 @@ def test_stream_positions_reset_at_every_document(synth, seed):
         assert not np.any(mask & (labels == bos))
         assert np.all(mask[:, :-1] <= same)
     assert s.state["epoch"] >= 1
+
+
+def test_pre_packed_shard_rows_are_split_into_documents(tmp_path):
+    """Rows packed by the engine (a `documents` column) keep their document boundaries in the trainer."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "parquet").mkdir()
+    doc_t = pa.list_(pa.struct([("id", pa.string()), ("start", pa.int32()), ("end", pa.int32())]))
+    t = pa.table({"tokens": pa.array([[1, 70, 71, 2, 1, 72, 2], [1, 73, 2]], pa.list_(pa.int32())),
+                  "documents": pa.array([[{"id": "a", "start": 0, "end": 4}, {"id": "b", "start": 4, "end": 7}],
+                                         [{"id": "c", "start": 0, "end": 3}]], doc_t)})
+    pq.write_table(t, tmp_path / "parquet" / "train-000000.parquet")
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": [
+        {"path": "parquet/train-000000.parquet", "format": "parquet", "split": "train", "sequences": 2}]}))
+    src = ShardSource(tmp_path, "train", "parquet")
+    tokens, target, pos, start = src.document(0)
+    assert pos.tolist() == [0, 1, 2, 3, 0, 1, 2] and start.tolist() == [1, 0, 0, 0, 1, 0, 0]
+    row = inputs_and_labels(WorkerStream(src, context=9, batch_size=1, seed=0).next_row())
+    first = int(epoch_order(2, 0, 0)[0])
+    expect = [0, 0, 0, 0, 1, 1, 1, 2, 2] if first == 0 else [0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert row["doc"].tolist() == expect
+    assert not row["mask"][np.flatnonzero(row["labels"] == 1)].any()  # never predict a document's <|bos|>

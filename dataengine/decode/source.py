@@ -1,0 +1,215 @@
+"""Reading an input's bytes safely: a file under a source root, or a member of a raw tar shard.
+
+An input is named by its path relative to the source root: ``images/cat.jpg``,
+or ``shards/000.tar#000017.jpg`` for a member of a WebDataset-style tar. Every
+read is confined to the root (a symlink swapped in after discovery that leaves
+the root is refused), capped at `max_bytes`, and checked against the
+``[size, mtime_ns, ...]`` stamp discovery recorded: a file that changed since
+discovery, or while it was read, is rejected instead of decoded half-old,
+half-new. The tar helpers are shared with discovery, so a member discovery
+accepted is exactly one this reader will read.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from dataengine.errors import RejectError
+
+TAR_EXTS = frozenset({".tar"})
+MEMBER_SEP = "#"  # "archive.tar#member"
+
+
+def split_member(rel: str) -> tuple[str, str | None]:
+    """("shards/a.tar", "KEY.jpg") for a tar member reference, (rel, None) for a plain file."""
+    head, sep, member = rel.partition(".tar" + MEMBER_SEP)
+    if not sep:
+        return rel, None
+    return head + ".tar", member
+
+
+def escape_name(name: str) -> str:
+    """A printable, UTF-8-safe spelling of a file name that may hold undecodable bytes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def check_member(info: tarfile.TarInfo, archive_size: int, max_bytes: int) -> tuple[str, str] | None:
+    """Why a tar member cannot be an input ((reason, detail)), or None if it can.
+
+    Refuses what would escape an extraction folder or is not plain data:
+    absolute paths, ``..`` components, links, devices and fifos; and members
+    over the size cap or running past the end of the archive.
+    """
+    name = info.name
+    if name != escape_name(name):
+        return "bad_filename", "the member name is not valid UTF-8"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name or name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        return "unsafe_member_path", f"member path {name!r} is absolute or climbs out of the archive with '..'"
+    if info.issym() or info.islnk():
+        return "link_member", f"a {'symbolic' if info.issym() else 'hard'} link to {info.linkname!r}; " \
+                              "links in tar shards are not followed"
+    if not info.isreg():
+        return "special_member", "a device, fifo or other special member, not file data"
+    if info.size > max_bytes:
+        return "file_too_large", f"{info.size} bytes > decode.max_file_bytes={max_bytes}"
+    if info.offset_data + info.size > archive_size:
+        return "truncated", f"the member's {info.size} bytes run past the end of the archive ({archive_size} bytes)"
+    return None
+
+
+def member_name(info: tarfile.TarInfo) -> str:
+    """The member's name as inputs refer to it: without leading "./"."""
+    name = info.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def open_tar(path: Path) -> tarfile.TarFile:
+    """Open an uncompressed tar for listing; `RejectError` (truncated / corrupt_archive /
+    compressed_archive / empty_file)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
+    if magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
+        raise RejectError("compressed_archive", "a compressed tar (gzip, bzip2, xz or zstd); shards are read "
+                                                "uncompressed, so a compression bomb cannot inflate: decompress it")
+    try:
+        return tarfile.open(path, mode="r:")
+    except tarfile.ReadError as exc:
+        msg = str(exc)
+        if "empty file" in msg:
+            raise RejectError("empty_file", "the tar file has no data") from None
+        if "truncated" in msg or "unexpected end" in msg:
+            raise RejectError("truncated", f"the tar archive ends inside a header: {msg}") from None
+        raise RejectError("corrupt_archive", f"not an uncompressed tar archive ({msg}); "
+                                             "a .tar shard must be a plain (not gzip) tar") from None
+    except OSError as exc:
+        raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
+
+
+def _stamp(stamps, rel: str) -> list | None:
+    if not stamps:
+        return None
+    if isinstance(stamps, str):
+        stamps = json.loads(stamps)
+    return stamps.get(rel)
+
+
+def _open_confined(root: Path, rel: str) -> int:
+    """An fd for root/rel, refused if the real path it opened leaves the root."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or ".." in parts:
+        raise RejectError("unsafe_path", f"{rel!r} is absolute or climbs out of the input root")
+    real_root = os.path.realpath(root)
+    try:
+        fd = os.open(os.path.join(real_root, rel), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise RejectError("vanished", "the file was deleted or moved after discovery") from None
+    except OSError as exc:
+        reason = "symlink_loop" if exc.errno == errno.ELOOP else "unreadable"
+        raise RejectError(reason, f"{type(exc).__name__}: {exc}") from None
+    try:
+        proc = f"/proc/self/fd/{fd}"
+        real = os.readlink(proc) if os.path.exists(proc) else os.path.realpath(os.path.join(real_root, rel))
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise RejectError("symlink_outside_root", f"resolves to {real}, outside the input root {real_root}")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RejectError("not_a_file", "not a regular file (device, socket or fifo)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_exact(fd: int, offset: int, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = os.pread(fd, min(size - got, 1 << 24), offset + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino)
+
+
+def _find_member(fd: int, archive: str, member: str, max_bytes: int) -> tuple[int, int]:
+    """(data offset, size) of `member`, by listing the tar (used when discovery left no stamp)."""
+    size = os.fstat(fd).st_size
+    with open(os.dup(fd), "rb") as f:
+        try:
+            tf = tarfile.open(fileobj=f, mode="r:")
+        except tarfile.ReadError as exc:
+            raise RejectError("corrupt_archive", f"{archive}: {exc}") from None
+        found = []
+        for info in iter(tf.next, None):
+            tf.members.clear()  # listing a huge shard must not keep every header
+            if member_name(info) == member:
+                problem = check_member(info, size, max_bytes)
+                if problem:
+                    raise RejectError(*problem)
+                found.append((info.offset_data, info.size))
+    if len(found) != 1:
+        raise RejectError("vanished" if not found else "duplicate_member",
+                          f"{archive} holds {len(found)} members named {member!r}")
+    return found[0]
+
+
+def read_input(root: str | Path, rel: str, max_bytes: int, stamps: str | dict | None = None) -> bytes:
+    """The bytes of input `rel` under `root` (a file, or ``archive.tar#member``), at most `max_bytes`.
+
+    `stamps` is the unit's ``stamps`` (JSON or dict, from discovery): ``{rel:
+    [size, mtime_ns]}`` for a file, ``{rel: [size, archive_mtime_ns, data_offset,
+    archive_size]}`` for a tar member.
+
+    Reject reasons: ``vanished``, ``changed_since_discovery``,
+    ``changed_while_reading``, ``file_too_large``, ``empty_file``,
+    ``unsafe_path``, ``symlink_outside_root``, ``symlink_loop``,
+    ``not_a_file``, ``unreadable``, ``truncated``, ``duplicate_member``,
+    and the member checks of `check_member`.
+    """
+    path, member = split_member(rel)
+    stamp = _stamp(stamps, rel)
+    fd = _open_confined(Path(root), path)
+    try:
+        before = os.fstat(fd)
+        if member is None:
+            if stamp is not None and (before.st_size, before.st_mtime_ns) != tuple(stamp[:2]):
+                raise RejectError("changed_since_discovery", f"discovery saw {stamp[0]} bytes (mtime {stamp[1]}), "
+                                                             f"now {before.st_size} bytes (mtime {before.st_mtime_ns})")
+            data = _read_exact(fd, 0, max_bytes + 1)
+            expect = before.st_size
+        else:
+            if stamp is not None:
+                if (before.st_size, before.st_mtime_ns) != (stamp[3], stamp[1]):
+                    raise RejectError("changed_since_discovery", f"the archive {path} changed after discovery")
+                offset, size = stamp[2], stamp[0]
+            else:
+                offset, size = _find_member(fd, path, member, max_bytes)
+            if size > max_bytes:
+                raise RejectError("file_too_large", f"{size} bytes > decode.max_file_bytes={max_bytes}")
+            data = _read_exact(fd, offset, size)
+            expect = size
+            if len(data) < size:
+                raise RejectError("truncated", f"the archive ends {size - len(data)} bytes into the member")
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _changed(before, after) or (member is None and len(data) != expect and len(data) <= max_bytes):
+        raise RejectError("changed_while_reading", "the file changed while it was being read; rerun once it is complete")
+    if len(data) > max_bytes:
+        raise RejectError("file_too_large", f"more than decode.max_file_bytes={max_bytes} bytes")
+    if not data:
+        raise RejectError("empty_file", "the file has zero bytes")
+    return data
