@@ -114,12 +114,13 @@ def apply_filters(stats: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
 
 
 def quality_score(stats: pl.DataFrame) -> np.ndarray:
-    """A per-row score for choosing which copy of a duplicate survives: more content, then sharper.
+    """A per-row score for choosing which copy of a duplicate survives: more content, then less lossy.
 
     Size first (pixels x duration, samples, rows or characters: a larger copy
-    carries more), then sharpness for images and video frames (a re-encoded
-    JPEG is blurrier than its original), then lower reconstruction error. The
-    terms are scaled so each one only breaks ties of the one before.
+    carries more), then the media file's bytes (for the same content, a PNG
+    beats its JPEG re-encode, a high-quality JPEG a low-quality one; sharpness
+    cannot tell, since JPEG block edges raise the Laplacian), then lower
+    reconstruction error. Each term only breaks ties of the one before.
     """
     def get(name: str) -> np.ndarray:
         if name not in stats.columns:
@@ -129,9 +130,8 @@ def quality_score(stats: pl.DataFrame) -> np.ndarray:
     pixels = get("image_width") * get("image_height") + get("video_width") * get("video_height") * np.maximum(
         get("video_duration_s"), 1e-3)
     size = pixels + get("audio_duration_s") * 1e3 + get("sensor_length") + get("text_chars")
-    sharp = get("image_blur") + get("video_motion")
-    return (np.round(np.log1p(size), 3) * 1e6 + np.minimum(np.log1p(np.maximum(sharp, 0.0)), 99.0) * 1e3
-            - np.minimum(get("token_recon_mse"), 0.999))
+    fidelity = np.minimum(np.log1p(np.maximum(get("media_bytes"), 0.0)), 99.0)
+    return np.round(np.log1p(size), 3) * 1e6 + fidelity * 1e3 - np.minimum(get("token_recon_mse"), 0.999)
 
 
 def _num(v) -> str:

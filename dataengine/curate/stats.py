@@ -29,6 +29,8 @@ from dataengine.curate.stats_visual import image_stats, video_stats
 
 F, B, S = pa.float64(), pa.bool_(), pa.string()
 STAT_FIELDS: dict[str, pa.DataType] = {
+    # every file-backed item
+    "media_bytes": F,            # size of the media file, bytes (for one content, more bytes = less lossy)
     # image (blur/colourfulness/entropy at the fixed analysis size, longest side 512 px)
     "image_width": F,            # decoded width, px
     "image_height": F,           # decoded height, px

@@ -137,8 +137,12 @@ def roundtrip(tokenizer: Any, items: list, *, chunk: int = 32) -> dict:
 def code_stats(codes: Sequence[np.ndarray], vocab_size: int) -> dict:
     """Utilization and perplexity of the codes used over an eval set.
 
-    ``tokens`` (the total) bounds utilization: fewer tokens than codes cannot use them all.
+    ``tokens`` (the total) bounds utilization: fewer tokens than codes cannot use
+    them all, so ``utilization_bound = min(1, tokens / codebook_size)`` says how
+    much of the codebook this eval set could show at best.
     """
     counts = code_counts(codes, vocab_size)
+    n = int(counts.sum())
     return {"utilization": utilization(counts), "perplexity": perplexity(counts),
-            "codebook_size": int(vocab_size), "tokens": int(counts.sum())}
+            "codebook_size": int(vocab_size), "tokens": n,
+            "utilization_bound": min(1.0, n / int(vocab_size)) if vocab_size else 0.0}

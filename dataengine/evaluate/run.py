@@ -38,7 +38,7 @@ EVALUATORS: dict[str, Callable[..., dict]] = {
 TABLE_KEYS = {
     "text": ("bytes_per_token", "baseline_bytes_per_token"),
     "image": ("psnr", "baseline_psnr", "ssim", "baseline_ssim", "token_bits", "baseline_bits",
-              "utilization", "perplexity", "tokens_per_item"),
+              "utilization", "utilization_bound", "perplexity", "tokens_per_item"),
     "video": ("psnr", "ssim", "tokens_per_second", "frames_psnr", "frames_ssim", "frames_tokens_per_second"),
     "audio": ("mel_l1", "baseline_mel_l1", "griffinlim_mel_l1", "tokens_per_second", "utilization", "perplexity"),
     "sensor": ("rmse", "max_abs_error", "bound", "within_bound", "tokens_per_second"),

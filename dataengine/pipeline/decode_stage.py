@@ -101,6 +101,8 @@ class DecodeStage:
             if kind == "jsonl":
                 return out + self._jsonl(u, data, lineage[0])
             arrays, described = self._media(kind, data, u["media"], sidecar, meta)
+            if self.stats and described[1] != "{}":
+                described = (described[0], stats_json({**json.loads(described[1]), "media_bytes": len(data)}))
         except RejectError as e:
             return out + self._media_failed(u, lineage[1:], e.reason, e.detail)
         except Exception as e:  # a decoder bug or an unforeseen file: reject, never crash the run

@@ -22,6 +22,8 @@ from dataengine.report.html import Section, esc, page
 from dataengine.vocab import Vocab
 
 REPORT_NAME = "report.html"
+# the page's sections, in order (ids are anchors: report.html#tokens)
+SECTION_IDS = ("overview", "inputs", "distributions", "dedup", "tokens", "lengths", "fidelity", "lineage")
 LIGHT_COLUMNS = ["id", "split", "source", "task", "kind", "num_tokens", "repeat", "dup_cluster"]
 
 
@@ -100,6 +102,7 @@ def render_report(data: ReportData, *, gallery_per_kind: int = 2) -> str:
         gallery.fidelity(data, per_kind=gallery_per_kind),
         lineage.lineage(data),
     ]
+    assert tuple(s.id for s in built) == SECTION_IDS
     m = data.manifest
     recipe = m.get("recipe", {})
     subtitle = (f"Recipe <b>{esc(recipe.get('name', '?'))}</b> (sha256 <code>{esc(str(recipe.get('sha256', ''))[:12])}"

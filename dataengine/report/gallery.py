@@ -23,6 +23,15 @@ from dataengine.report.sections import ok_candidates
 
 GALLERY_KINDS = ("image", "video", "audio", "sensor", "text", "chat")
 MAX_CHANNELS = 3
+# headline metrics per role (the keys `dataengine tokenizers eval` writes); dataengine.evaluate.run imports
+# Ray and every evaluator, too heavy to load for a table
+HEADLINE = {
+    "text": ("bytes_per_token", "baseline_bytes_per_token", "tokens_per_item"),
+    "image": ("psnr", "baseline_psnr", "ssim", "baseline_ssim", "tokens_per_item", "utilization"),
+    "video": ("psnr", "ssim", "tokens_per_second", "frames_psnr"),
+    "audio": ("mel_l1", "baseline_mel_l1", "tokens_per_second", "utilization"),
+    "sensor": ("rmse", "max_abs_error", "within_bound", "tokens_per_second"),
+}
 
 
 def fidelity(data, *, per_kind: int = 2) -> Section:
@@ -39,8 +48,6 @@ def fidelity(data, *, per_kind: int = 2) -> Section:
 
 
 def _tokenizer_table(data) -> str:
-    from dataengine.evaluate.run import TABLE_KEYS
-
     full = data.tokenizer_eval or {}
     rows = []
     for role in sorted(data.vocab.tokenizers):
@@ -50,7 +57,7 @@ def _tokenizer_table(data) -> str:
                                 else {})
         per_unit = ", ".join(f"{k.replace('tokens_per_', 'per ')} {num(v)}"
                              for k, v in sorted((card.get("tokens_per_unit") or {}).items()))
-        metrics = ", ".join(f"{k} {num(float(ev[k]))}" for k in TABLE_KEYS.get(role, ())
+        metrics = ", ".join(f"{k} {num(float(ev[k]))}" for k in HEADLINE.get(role, ())
                             if isinstance(ev.get(k), (int, float)) and not isinstance(ev.get(k), bool))
         if ev.get("error"):
             metrics = f"error: {ev['error']}"
@@ -129,13 +136,14 @@ def _pair(data, row: dict, files: list[Path], toks: dict) -> str:
             f'<code>{esc(row["source"])}/{esc(main["path"])}</code><br>{row["num_tokens"]:,} tokens'
             + (f", recon MSE {num(float(mse))}" if mse is not None else "")
             + (f"<br>“{esc(str(meta.get('text'))[:160])}”" if meta.get("text") and kind not in ("text",) else "")
-            + f'<pre class="text" style="max-width:330px;max-height:90px;margin-top:6px">{esc(seq_text[:600])}</pre>'
-            "</div>")
+            + ("" if kind in ("text", "chat") else
+               f'<pre class="text" style="max-width:330px;max-height:90px;margin-top:6px">{esc(seq_text[:600])}</pre>')
+            + "</div>")
     sr = int(toks["audio"].params["sample_rate"]) if "audio" in toks else 16000
     if kind in ("text", "chat"):
         original = _original_text(src, meta, kind)
-        left = figure(f'<pre class="text">{esc(original[:1500])}</pre>', "original")
-        right = figure(f'<pre class="text">{esc(seq_text[:1500])}</pre>', "decoded from tokens")
+        left = figure(f'<pre class="text" style="width:380px">{esc(original[:1500])}</pre>', "original")
+        right = figure(f'<pre class="text" style="width:380px">{esc(seq_text[:1500])}</pre>', "decoded from tokens")
         return f'<div class="pair">{info}{left}{right}</div>'
     if src is None:
         left = figure("<i>original not found</i>", esc(main["path"]))
@@ -171,7 +179,7 @@ def _original_figure(kind: str, src: Path, meta: dict, sr: int, root, sidecar: s
                       f"original ({len(value) / sr:.1f} s, first {media.MAX_AUDIO_S:g} s)")
     if kind == "sensor":
         values, channels = value
-        return figure(_sensor_traces(values, None, channels), "original (solid) vs reconstruction (dashed)")
+        return figure(_sensor_traces(values, None, channels), f"original ({len(values):,} rows)")
     return ""
 
 

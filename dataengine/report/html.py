@@ -43,7 +43,7 @@ svg{background:#fff}svg text{font-family:system-ui,Helvetica,Arial,sans-serif}
 pre.text{white-space:pre-wrap;max-width:500px;max-height:220px;overflow:auto;background:#f7f7f9;
  border:1px solid #e3e6ea;padding:6px 8px;font-size:12px;margin:0}
 ol.chain{list-style:none;padding-left:0;margin:6px 0}ol.chain li{border-left:3px solid #4c78a8;
- padding:3px 10px;margin:0 0 3px 8px}ol.chain li b{display:inline-block;min-width:84px}
+ padding:3px 10px;margin:0 0 3px 8px}ol.chain li b.step{display:inline-block;min-width:84px}
 .lineage{border:1px solid #e3e6ea;border-radius:8px;padding:8px 14px;margin:10px 0}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 """

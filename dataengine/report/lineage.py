@@ -77,11 +77,13 @@ def _chain(data, row: dict) -> str:
         ("shard", f"<code>{esc(shard)}</code> row {row['row']:,} (sha256 <code>{esc(entry.get('sha256', '')[:16])}"
                   "</code>…)" + (f"; <code>{esc(wds)}</code> key <code>{esc(row['id'])}</code>" if has_wds else "")),
     ]
-    items = "".join(f"<li><b>{esc(k)}</b> {v}</li>" for k, v in steps)
+    items = "".join(f"<li><b class=\"step\">{esc(k)}</b> {v}</li>" for k, v in steps)
     return f'<div class="lineage"><h3>{esc(row["kind"])}: {esc(row["id"])}</h3><ol class="chain">{items}</ol></div>'
 
 
 def _short(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):

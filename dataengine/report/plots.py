@@ -56,7 +56,10 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
             + "".join(body) + "</svg>")
 
 
-def _legend(names: list[str], colors: list[str], x: float, y: float) -> list[str]:
+def _legend(names: list[str], colors: list[str], x: float, y: float, right: float | None = None) -> list[str]:
+    """Colour keys in a row from `x`; with `right`, the row ends there instead."""
+    if right is not None:
+        x = right - sum(24 + 6.5 * len(n) for n in names) + 6
     out = []
     for name, color in zip(names, colors):
         out.append(f'<rect x="{f1(x)}" y="{f1(y - 9)}" width="10" height="10" fill="{color}"/>'
@@ -66,8 +69,9 @@ def _legend(names: list[str], colors: list[str], x: float, y: float) -> list[str
 
 
 def hbar(labels: list[str], series: dict[str, list[float]], *, title: str, colors: dict[str, str] | None = None,
-         stacked: bool = False, width: int = 640, value_label: bool = True) -> str:
-    """Horizontal bars, one row per label; several series side by side, or stacked."""
+         stacked: bool = False, width: int = 640, value_label: bool = True, fmt=None) -> str:
+    """Horizontal bars, one row per label; several series side by side, or stacked; `fmt` formats values."""
+    fmt = fmt or short
     names = list(series)
     colors = colors or {}
     cols = [colors.get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]
@@ -101,15 +105,15 @@ def hbar(labels: list[str], series: dict[str, list[float]], *, title: str, color
             bx = x if stacked else left
             if w > 0:
                 body.append(f'<rect x="{f1(bx)}" y="{f1(y)}" width="{f1(max(w, 0.8))}" height="{bar_h - 1}" '
-                            f'fill="{color}"><title>{esc(label)} · {esc(names[j])}: {short(v)}</title></rect>')
+                            f'fill="{color}"><title>{esc(label)} · {esc(names[j])}: {fmt(v)}</title></rect>')
             if value_label and not stacked:
                 body.append(f'<text x="{f1(bx + w + 3)}" y="{f1(y + bar_h - 2)}" font-size="10" fill="{MUTED}">'
-                            f'{short(v)}</text>')
+                            f'{fmt(v)}</text>')
             if stacked:
                 x += w
         if value_label and stacked:
             body.append(f'<text x="{f1(x + 3)}" y="{f1(y0 + 4 + bar_h - 2)}" font-size="10" fill="{MUTED}">'
-                        f'{short(float(vals[i].sum()))}</text>')
+                        f'{fmt(float(vals[i].sum()))}</text>')
     return _svg(width, height, title, body)
 
 
@@ -169,12 +173,14 @@ def histogram(values: np.ndarray, *, title: str, dropped: np.ndarray | None = No
                     f'<text x="{f1(x)}" y="{top + ph + 15}" font-size="10" fill="{MUTED}" text-anchor="middle">'
                     f'{short(t)}</text>')
     body.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="{AXIS}"/>')
-    for x, label in list(lines) + list(markers):
-        color = "#b0303a" if (x, label) in lines else "#333"
+    for k, (x, label) in enumerate(list(lines) + list(markers)):
+        color = "#b0303a" if k < len(lines) else "#333"
         px = sx(float(tx(x)))
+        flip = px > left + pw * 0.65
+        lx, anchor = (px - 3, "end") if flip else (px + 3, "start")
         body.append(f'<line x1="{f1(px)}" y1="{top - 2}" x2="{f1(px)}" y2="{top + ph}" stroke="{color}" '
-                    f'stroke-width="1.5" stroke-dasharray="4 3"/><text x="{f1(px + 3)}" y="{top + 8}" '
-                    f'font-size="10" fill="{color}">{esc(label)}</text>')
+                    f'stroke-width="1.5" stroke-dasharray="4 3"/><text x="{f1(lx)}" y="{top + 8 + 11 * k}" '
+                    f'font-size="10" fill="{color}" text-anchor="{anchor}">{esc(label)}</text>')
     xl = xlabel + (" (log scale)" if log else "")
     if xl:
         body.append(f'<text x="{left + pw / 2}" y="{height - 3}" font-size="10.5" fill="{MUTED}" '
@@ -208,7 +214,7 @@ def traces(series: list[tuple[str, np.ndarray, str, bool]], *, title: str, width
         dash = ' stroke-dasharray="3 2"' if dashed else ""
         body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.3"{dash}>'
                     f'<title>{esc(name)}</title></polyline>')
-    body += _legend([s[0] for s in series], [s[2] for s in series], left + 150, 14)
+    body += _legend([s[0] for s in series], [s[2] for s in series], 0, 14, right=width - 4)
     if xlabel:
         body.append(f'<text x="{left + pw / 2}" y="{height - 4}" font-size="10.5" fill="{MUTED}" '
                     f'text-anchor="middle">{esc(xlabel)}</text>')

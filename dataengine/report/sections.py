@@ -84,7 +84,7 @@ def inputs_and_rejects(data) -> Section:
     counts = rej.group_by(["key", "modality"]).len()
     lookup = {(k, m): n for k, m, n in counts.iter_rows()}
     body += hbar(keys, {m: [lookup.get((k, m), 0) for k in keys] for m in mods}, stacked=True,
-                 colors={**MODALITY_COLORS, "jsonl": "#4c78a8", "sidecar": "#9d755d", "other": "#bab0ac"},
+                 colors={**MODALITY_COLORS, "jsonl": "#9ecae9", "sidecar": "#9d755d", "other": "#bab0ac"},
                  title="Rejected files per stage/reason, coloured by what the file is", width=760)
     rows = []
     for k in keys:
@@ -149,7 +149,8 @@ def distributions(data) -> Section:
             svg = hbar(top, {"allowed": [values.count(x) if x in allowed else 0 for x in top],
                              "dropped": [values.count(x) if x not in allowed else 0 for x in top]},
                        stacked=True, colors={"allowed": KEPT, "dropped": DROPPED}, title=stat, width=330)
-        cond = ", ".join(f"{k} {v}" for k, v in sorted(rule.items()))
+        cond = ", ".join(f"{k} {num(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
+                         for k, v in sorted(rule.items()))
         figs.append(figure(svg, f"<b>{esc(stat)}</b> ({esc(cond)}): measured on {present.len():,} items, "
                                 f"{n_drop:,} dropped for it"))
     body = "<h3>Thresholds in the recipe</h3>"
@@ -157,7 +158,8 @@ def distributions(data) -> Section:
     body += ("<h3>Other stats</h3><p class=\"note\">Stats with no threshold, to help choose one "
              "(<code>dataengine/curate/stats.py</code> defines each). Token stats are split by item kind.</p>")
     small = []
-    for stat in sorted(c for c in frame.columns if c not in rules and c not in ("id", "_kind")):
+    shown_elsewhere = {"id", "_kind", "token_recon_mse"}  # reconstruction error: under tokenizer fidelity
+    for stat in sorted(c for c in frame.columns if c not in rules and c not in shown_elsewhere):
         col = frame[stat]
         if not col.dtype.is_numeric() or col.drop_nulls().n_unique() < 2:
             continue

@@ -56,7 +56,7 @@ def _mixture(report: dict) -> str:
                                                                    avail_total) for x in g],
                                 "target": [100 * x["target_share"] for x in g],
                                 "achieved (after)": [100 * x["achieved_share"] for x in g]},
-                        colors=colors, title="Share of train tokens, %", width=560))
+                        colors=colors, title="Share of train tokens, %", width=560, fmt=lambda v: f"{v:.1f}"))
     return body + "</div>"
 
 

@@ -77,7 +77,7 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         if not path.is_dir():
             raise RecipeError(f"source {name!r}: {path} is not a folder; pass an existing folder with --input")
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
-    stage = decode_stage_for(recipe)
+    stage = decode_stage_for(recipe, stats=False)
     fit_units, held_units = split_units(recipe, found.units)
     samples = collect_samples(recipe, fit_units, stage, log)
     held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in FIT_ORDER}
@@ -167,10 +167,12 @@ def split_units(recipe: Recipe, units: list) -> tuple[list, list]:
     return fit, held
 
 
-def decode_stage_for(recipe: Recipe):
+def decode_stage_for(recipe: Recipe, *, stats: bool = True):
+    """The decode stage the recipe implies; `stats=False` skips quality stats (fitting needs none)."""
     from dataengine.pipeline.decode_stage import DecodeStage
 
-    return DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(recipe.tokenizers))
+    return DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(recipe.tokenizers),
+                       stats=stats)
 
 
 def collect_samples(recipe: Recipe, units: list, stage, log=print) -> dict[str, list]:

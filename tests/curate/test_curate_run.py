@@ -36,7 +36,8 @@ def outputs(out) -> pl.DataFrame:
 
 def test_each_planted_copy_is_dropped_naming_its_kept_twin(dup_run):
     seq = outputs(dup_run["out"])
-    rejects = pl.read_parquet(dup_run["out"] / "rejects.parquet").filter(pl.col("stage") == "dedup")
+    rejects = pl.read_parquet(dup_run["out"] / "rejects.parquet").filter(
+        (pl.col("stage") == "dedup") & (pl.col("reason") != "media_dropped"))  # not the captions that went along
     id_of = dict(zip(seq["path"], seq["id"]))
     dropped = dict(zip(rejects["path"], zip(rejects["reason"], rejects["detail"])))
     for copy, original in dup_run["copies"].items():
@@ -58,7 +59,8 @@ def test_the_original_png_beats_its_jpeg_reencode(dup_run):
 
 def test_dedup_is_in_stats_and_rows_carry_cluster_and_stats(dup_run):
     stats = json.loads((dup_run["out"] / "stats.json").read_text())
-    assert stats["rejects"]["by_stage"].get("dedup") == 3
+    assert stats["curate"]["dedup"]["dropped"] == {"exact_duplicate": 1, "near_duplicate": 2}
+    assert stats["rejects"]["by_stage_reason"]["dedup/media_dropped"] == 2  # the two images' captions
     seq = outputs(dup_run["out"])
     assert (seq["dup_cluster"] == seq["id"]).all()  # survivors are their clusters' kept members
     images = seq.filter(pl.col("kind") == "image")
@@ -78,7 +80,8 @@ def test_rethresholding_reuses_the_candidates(dup_run):
     logs = run_quiet(recipe, out)
     assert any("reusing" in str(line) for line in logs), logs
     after = outputs(out)
-    rejects = pl.read_parquet(out / "rejects.parquet").filter(pl.col("stage") == "filter")
+    rejects = pl.read_parquet(out / "rejects.parquet").filter(
+        (pl.col("stage") == "filter") & (pl.col("reason") != "media_dropped"))
     blurry = {p for p, b in blur.items() if b is not None and b < cut}
     assert blurry and set(rejects["path"]) == blurry
     assert set(rejects["reason"]) == {"image_blur_below_min"}

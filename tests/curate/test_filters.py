@@ -68,9 +68,9 @@ def test_bad_rules_name_the_fix(filters, words):
         assert w in str(e.value)
 
 
-def test_quality_prefers_larger_then_sharper():
+def test_quality_prefers_larger_then_less_compressed():
     df = pl.DataFrame({"image_width": [64.0, 64.0, 128.0], "image_height": [64.0, 64.0, 128.0],
-                       "image_blur": [100.0, 40.0, 1.0]})
+                       "media_bytes": [9000.0, 3000.0, 10.0], "token_recon_mse": [0.5, 0.0, 0.9]})
     q = quality_score(df)
-    assert np.argmax(q) == 2          # the larger copy wins over any sharpness
-    assert q[0] > q[1]                # same size: the sharper one wins
+    assert np.argmax(q) == 2          # the larger copy wins whatever its file size
+    assert q[0] > q[1]                # same size: the bigger file (less lossy) wins over a lower recon error

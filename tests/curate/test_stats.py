@@ -11,7 +11,7 @@ import pytest
 
 from dataengine.curate import stats as S
 
-PREFIXES = ("image_", "video_", "audio_", "sensor_", "text_", "token_")
+PREFIXES = ("image_", "video_", "audio_", "sensor_", "text_", "token_", "media_")
 
 
 def test_stat_fields_are_flat_prefixed_typed_and_commented() -> None:

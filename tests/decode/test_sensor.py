@@ -142,9 +142,23 @@ def test_bad_files():
 
 def test_parse_sidecar():
     assert parse_sidecar(b'\xef\xbb\xbf{"label": "walk", "rate_hz": 50}') == {"label": "walk", "rate_hz": 50}
-    bad = [b"{", b"[1, 2]", b"\xff\xfe", b'{"a": ' * 25 + b"1" + b"}" * 25,
-           json.dumps({"pad": "x" * 1_000_001}).encode(), b'{"x": NaN}']
-    for data in bad:
+    bad = {b"{": "bad_sidecar", b"[1, 2]": "bad_sidecar", b"\xff\xfe": "bad_sidecar",
+           b'{"a": ' * 25 + b"1" + b"}" * 25: "json_too_deep", b"[" * 100_000 + b"]" * 100_000: "json_too_deep",
+           json.dumps({"pad": "x" * 1_000_001}).encode(): "json_too_large", b'{"x": NaN}': "bad_sidecar"}
+    for data, reason in bad.items():
         with pytest.raises(RejectError) as info:
             parse_sidecar(data)
-        assert info.value.reason == "bad_sidecar", data[:20]
+        assert info.value.reason == reason, data[:20]
+
+
+def test_hostile_npy_and_csv_are_refused_before_allocating():
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)})
+    assert _reason(buf.getvalue() + b"\0" * 64, ".npy", {"rate_hz": 1}).reason == "truncated"
+    buf = _io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert _reason(buf.getvalue(), ".npy", {"rate_hz": 1}).reason == "pickle_not_allowed"
+    wide = (",".join(f"c{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n").encode()
+    assert _reason(wide, ".csv", {"rate_hz": 1}).reason == "too_many_channels"

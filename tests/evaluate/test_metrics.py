@@ -43,6 +43,8 @@ def test_histogram_utilization_and_perplexity():
     assert entropy_nats(np.array([1, 1])) == pytest.approx(math.log(2))
     stats = code_stats([np.arange(10)], 20)
     assert stats["utilization"] == 0.5 and stats["perplexity"] == pytest.approx(10) and stats["tokens"] == 10
+    assert stats["utilization_bound"] == 0.5  # 10 tokens can show at most 10 of 20 codes
+    assert code_stats([np.zeros(50, np.int64)], 20)["utilization_bound"] == 1.0
 
 
 def test_bits_per_token():

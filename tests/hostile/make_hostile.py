@@ -243,7 +243,8 @@ def _sensors(h: Hostile) -> None:
     good = b"t,x\n" + b"".join(f"{i / 10:.1f},{v:.4f}\n".encode() for i, v in enumerate(vals[:, 0]))
     h.put("sen/deep.csv", good, "ok")
     h.put("sen/deep.json", b"[" * 50_000 + b"]" * 50_000, "json_too_deep")
-    h.put("sen/huge.csv", good, "ok")
+    h.put("sen/huge.csv", b"t,x\n" + b"".join(f"{i / 10:.1f},{v:.4f}\n".encode() for i, v in enumerate(vals[:, 1])),
+          "ok")
     h.put("sen/huge.json", b'{"label": "' + b"a" * 2_000_000 + b'"}', "json_too_large")
 
 
