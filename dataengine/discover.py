@@ -177,7 +177,6 @@ def _list_tar(source: str, root: Path, rel: str, max_file_bytes: int, out: Disco
     stamps: dict[str, list[int]] = {}
     for ref, fates in seen.items():
         if len(fates) > 1:
-            out.files.extend([(source, ref)] * (len(fates) - 1))
             out.rejects.extend(_reject(source, ref, "duplicate_member", f"the archive holds {len(fates)} members "
                                        "with this name; which one is meant is ambiguous") for _ in fates)
         elif isinstance(fates[0], tuple):

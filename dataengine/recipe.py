@@ -116,6 +116,7 @@ class Execution:
     tokenize_min_actors: int = 1  # actors started up front (the pool grows to tokenize_actors on a backlog)
     tokenize_num_cpus: float = 1.0  # per actor; fractional values avoid starving the read stage
     decode_num_cpus: float = 1.0
+    checkpoint_rows: int = 1000   # results committed to OUT's work folder every this many rows (resume unit)
 
 
 @dataclass

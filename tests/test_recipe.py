@@ -38,6 +38,18 @@ def test_inputs_replace_sources(tmp_path):
     (lambda d: d.update(output={"val_fraction": 1.5}), "val_fraction"),
     (lambda d: d["tokenizers"].update(video={"family": "frames"}), "need an `image` tokenizer"),
     (lambda d: d["tokenizers"].pop("text"), "a `text` tokenizer is required"),
+    (lambda d: d.update(curate={"filters": {"image_blurr": {"min": 1}}}), "did you mean 'image_blur'"),
+    (lambda d: d.update(curate={"filtres": {}}), "did you mean 'filters'"),
+    (lambda d: d.update(curate={"filters": {"text_lang": {"min": 1}}}), r"use \{allow: \[value"),
+    (lambda d: d.update(curate={"mixture": {"policy": "unimix"}}), "policy='unimix' is unknown"),
+    (lambda d: d.update(curate={"mixture": {"policy": "temperature", "temperature": "hot"}}),
+     "temperature: expected a number"),
+    (lambda d: d.update(curate={"mixture": {"policy": "weights", "weights": {"b/image": 1.0}}}),
+     "SOURCE in"),
+    (lambda d: d.update(curate={"dedup": {"num_perm": "many"}}), "num_perm: expected an integer"),
+    (lambda d: d.update(compose={"tasks": {"image": {"image_to_captoin": 1.0}}}), "image_to_caption"),
+    (lambda d: d.update(compose={"taks": {}}), "did you mean 'tasks'"),
+    (lambda d: d.update(execution={"tokenize_min_actors": 3}), "tokenize_min_actors"),
 ])
 def test_bad_recipes_fail_with_a_fix(mutate, message):
     d = base()

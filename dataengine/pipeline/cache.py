@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,15 +24,7 @@ CACHE_FORMAT = "dataengine.candidates/1"
 
 def candidates_key(recipe, tokenizers: dict, found) -> str:
     """sha256 over what decides the candidates; any change re-decodes and re-tokenizes."""
-    files = []
-    for u in found.units:
-        for _, rel in u.files():
-            try:
-                st = os.stat(Path(u.root) / rel)
-                files.append([u.source, rel, st.st_size, st.st_mtime_ns])
-            except OSError:
-                files.append([u.source, rel, -1, -1])
-    files.sort()
+    files = sorted([u.source, u.unit_id, u.stamps] for u in found.units)  # stamps: size + mtime of every file
     inputs = {
         "format": CACHE_FORMAT,
         "seed": recipe.seed,

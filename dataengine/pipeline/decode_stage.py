@@ -45,6 +45,7 @@ DECODED_SCHEMA = pa.schema([
     ("arrays", pa.binary()),    # safetensors bytes of the decoded arrays
     ("content_hash", pa.string()),  # sha256 hex of the full-resolution decoded payload ("" for rejects)
     ("stats", pa.string()),     # JSON object of quality stats, keys from curate.stats.STAT_FIELDS
+    ("unit_rows", pa.int32()),  # rows this row's unit produced: a resumed run knows when a unit is complete
 ])
 
 
@@ -56,13 +57,16 @@ class DecodeStage:
     image_size: int | None        # square side of the image tokenizer (None: no image tokenizer)
     modalities: frozenset[str]    # modalities the recipe has tokenizers for
     stats: bool = True            # compute quality stats (False: stats "{}", e.g. when fitting tokenizers)
-    reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar")
+    reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar", "stamps")
     writes: tuple[str, ...] = tuple(DECODED_SCHEMA.names)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[dict] = []
         for unit in batch.to_pylist():
-            rows.extend(self.decode_unit(unit))
+            produced = self.decode_unit(unit)
+            for r in produced:
+                r["unit_rows"] = len(produced)
+            rows.extend(produced)
         return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
     # ------------------------------------------------------------------------------------
@@ -75,7 +79,7 @@ class DecodeStage:
             return self._media_failed(u, None, "no_tokenizer",
                                       f"the recipe has no `tokenizers.{needed}`; add one to keep {kind} inputs")
         try:
-            data = _read(root, u["media"], self.decode.max_file_bytes)
+            data = _read(root, u["media"], self.decode.max_file_bytes, u.get("stamps"))
         except RejectError as e:
             return self._media_failed(u, None, e.reason, e.detail)
         lineage = [{"path": u["media"], "sha256": hashlib.sha256(data).hexdigest(), "role": "media"}]
@@ -84,7 +88,7 @@ class DecodeStage:
         sidecar = None
         if u.get("sidecar"):
             try:
-                raw = _read(root, u["sidecar"], self.decode.max_file_bytes)
+                raw = _read(root, u["sidecar"], self.decode.max_file_bytes, u.get("stamps"))
                 sidecar = D.parse_sidecar(raw)
                 lineage.append({"path": u["sidecar"], "sha256": _sha(raw), "role": "sidecar"})
                 meta["sidecar"] = sidecar
@@ -92,7 +96,7 @@ class DecodeStage:
                 out.append(_reject(u, u["sidecar"], "decode", e.reason, e.detail))
         if u.get("caption"):
             try:
-                raw = _read(root, u["caption"], self.decode.max_file_bytes)
+                raw = _read(root, u["caption"], self.decode.max_file_bytes, u.get("stamps"))
                 meta["text"] = D.decode_text(raw, max_chars=self.decode.text.max_chars)
                 lineage.append({"path": u["caption"], "sha256": _sha(raw), "role": "caption"})
             except RejectError as e:
@@ -210,18 +214,9 @@ class DecodeStage:
         return out
 
 
-def _read(root: Path, rel: str, max_bytes: int) -> bytes:
-    path = root / rel
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise RejectError("unreadable", f"{type(e).__name__}: {e}") from None
-    if len(data) > max_bytes:
-        raise RejectError("file_too_large", f"more than decode.max_file_bytes={max_bytes} bytes")
-    if not data:
-        raise RejectError("empty_file", "the file has zero bytes")
-    return data
+def _read(root: Path, rel: str, max_bytes: int, stamps: str | None = None) -> bytes:
+    """A file's (or `a.tar#member`'s) bytes, confined to the root, capped, and refused if changed since discovery."""
+    return D.read_input(root, rel, max_bytes, stamps)
 
 
 def _sha(data: bytes) -> str:

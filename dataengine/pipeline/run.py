@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from dataengine.compose.pack import pack_table
 from dataengine.curate.apply import curate
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
+from dataengine.pipeline.checkpoint import WorkDir
 from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
 from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
@@ -69,7 +71,7 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     roles = sorted(recipe.tokenizers)
     vocab = Vocab.build(load_tokenizers(tokdir, roles))
 
-    staging = output.parent / f".{output.name}.staging-{os.getpid()}"
+    staging = output.parent / f".{output.name}.staging"  # a killed run's staging is stale: start it again
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     vocab.save(staging / "vocab.json")
@@ -78,15 +80,9 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
     log(f"discovered {len(found.files)} files -> {len(found.units)} sample groups, "
         f"{len(found.rejects)} rejected at discovery")
-    from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
-
     key = candidates_key(recipe, vocab.tokenizers, found)
-    results = load_candidates(output, key, RESULT_SCHEMA)
-    if results is None:
-        results = _execute(recipe, found, tokdir, roles, staging / "vocab.json", address, log)
-    else:
-        log(f"reusing {results.num_rows} decoded and tokenized candidates from {output / CACHE_DIR} "
-            "(inputs, decode, tokenizers and compose settings unchanged)")
+    results, work = _candidates(recipe, found, key, output, tokdir, roles, staging / "vocab.json", address, log)
+    results = results.sort_by([("unit_id", "ascending"), ("id", "ascending"), ("path", "ascending")])
     save_candidates(staging, key, results)
 
     ok = results.filter(pc.equal(results.column("status"), "ok"))
@@ -100,6 +96,7 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
             part = pack_table(part, recipe.compose.pack_length).cast(SEQUENCE_SCHEMA).sort_by([("id", "ascending")])
         shards += write_split(part, split, staging, shard_rows=recipe.output.shard_rows,
                               compression=recipe.output.parquet_compression, webdataset=recipe.output.webdataset)
+        _maybe_kill("write")  # after the train shards, before the val shards
     rejects = _rejects_table(found.rejects, rejected, ok, cur.drops)
     pq.write_table(rejects, staging / "rejects.parquet", compression="zstd")
 
@@ -109,17 +106,44 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     manifest = build_manifest(recipe, vocab, shards, stats)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     _swap_into_place(staging, output)
+    if work is not None:
+        work.remove()  # OUT/cache now holds the candidates
     log(f"wrote {stats['sequences']['total']} sequences ({stats['tokens']['total']} tokens) in "
         f"{len([s for s in shards if s['format'] == 'parquet'])} parquet shards, "
         f"{stats['rejects']['total']} rejects, in {time.time() - t0:.1f}s")
     return manifest
 
 
-def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: Path, address, log) -> pa.Table:
+def _candidates(recipe: Recipe, found, key: str, output: Path, tokdir: Path, roles: list[str], vocab_path: Path,
+                address, log) -> tuple[pa.Table, WorkDir | None]:
+    """Every unit decoded and tokenized: from OUT's cache, else resumed from the work folder, else on Ray."""
     from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
 
-    if not found.units:
-        return RESULT_SCHEMA.empty_table()
+    results = load_candidates(output, key, RESULT_SCHEMA)
+    if results is not None:
+        log(f"reusing {results.num_rows} decoded and tokenized candidates from {output / CACHE_DIR} "
+            "(inputs, decode, tokenizers and compose settings unchanged)")
+        return results, None
+    work = WorkDir(output, key, RESULT_SCHEMA, flush_rows=recipe.execution.checkpoint_rows)
+    done_units = set(work.completed().column("unit_id").to_pylist())
+    todo = [u for u in found.units if u.unit_id not in done_units]
+    if done_units:
+        log(f"resuming: {len(found.units) - len(todo)} of {len(found.units)} sample groups were already "
+            f"decoded and tokenized by an interrupted run ({work.dir})")
+    _execute(recipe, todo, tokdir, roles, vocab_path, address, work.add)
+    work.flush()
+    results = work.completed()
+    lost = {u.unit_id for u in found.units} - set(results.column("unit_id").to_pylist())
+    if lost:  # every unit yields at least one row (an item or a reject): a gap is a bug, never ignored
+        raise RuntimeError(f"{len(lost)} sample groups produced no result rows; rerun to retry them")
+    return results, work
+
+
+def _execute(recipe: Recipe, units: list, tokdir: Path, roles: list[str], vocab_path: Path, address,
+             sink) -> None:
+    """Decode and tokenize `units` on Ray; every result batch goes to `sink` as it arrives (streaming)."""
+    if not units:
+        return
     ray = init_ray(address)
     from ray.data import ActorPoolStrategy
 
@@ -132,7 +156,7 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
             f"the Ray cluster has {resources.get('CPU', 0):g} CPUs but execution.decode_num_cpus + "
             f"execution.tokenize_num_cpus = {need:g}; lower them (fractions such as 0.5 are fine)")
     decode = decode_stage_for(recipe)
-    units = [u.to_row() for u in found.units]
+    units = [u.to_row() for u in units]
     ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
     ds = ds.map_batches(TracedDecode(decode), batch_size=ex.decode_batch, batch_format="pyarrow",
                         num_cpus=ex.decode_num_cpus)
@@ -145,8 +169,8 @@ def _execute(recipe: Recipe, found, tokdir: Path, roles: list[str], vocab_path: 
         compute=ActorPoolStrategy(min_size=ex.tokenize_min_actors, max_size=max(1, ex.tokenize_actors)),
         num_cpus=ex.tokenize_num_cpus, num_gpus=gpu,
     )
-    tables = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
-    return pa.concat_tables([t.cast(RESULT_SCHEMA) for t in tables]) if tables else RESULT_SCHEMA.empty_table()
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        sink(batch)
 
 
 def _rejects_table(discover_rejects: list[dict], rejected: pa.Table, ok: pa.Table, drops) -> pa.Table:
@@ -174,8 +198,15 @@ def _copy_tokenizers(tokdir: Path, roles: list[str], dest: Path) -> None:
         shutil.copytree(tokdir / role, dest / role)
 
 
+def _maybe_kill(point: str) -> None:
+    """Fault injection for the resume tests: `DATAENGINE_KILL_AT=write` SIGKILLs the driver there."""
+    if os.environ.get("DATAENGINE_KILL_AT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _swap_into_place(staging: Path, output: Path) -> None:
-    old = output.parent / f".{output.name}.old-{os.getpid()}"
+    old = output.parent / f".{output.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
     if output.exists():
         output.rename(old)
     staging.rename(output)

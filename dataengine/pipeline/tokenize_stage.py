@@ -36,6 +36,7 @@ RESULT_SCHEMA = pa.schema(
     [f for f in SEQUENCE_SCHEMA if f.name not in ("split", "stats", "dup_cluster", "repeat")]
     + [pa.field("stats", pa.string()), pa.field("status", pa.string())]
     + [f for f in REJECT_SCHEMA if f.name not in ("source",)]
+    + [pa.field("unit_id", pa.string()), pa.field("unit_rows", pa.int32())]  # for resuming a killed run
 )
 ROLE_OF = {"image": "image", "frames": "video", "audio": "audio", "sensor": "sensor"}  # array key -> tokenizer
 PRIMARY = {"image": "image", "video": "frames", "audio": "audio", "sensor": "sensor"}  # kind -> array it is about
@@ -83,6 +84,8 @@ class TokenizeStage:
                 out.append(self._sequence(r, encoded.get(i, {}), recon.get(i)))
             except Exception as e:  # a tokenizer failure on one item must not sink the batch
                 out.append(_reject_row(r, "tokenize", "tokenizer_error", f"{type(e).__name__}: {e}"))
+        for o, r in zip(out, rows):
+            o["unit_id"], o["unit_rows"] = r["unit_id"], r["unit_rows"]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
     # ------------------------------------------------------------------------------------

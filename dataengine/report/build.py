@@ -106,7 +106,8 @@ def render_report(data: ReportData, *, gallery_per_kind: int = 2) -> str:
     m = data.manifest
     recipe = m.get("recipe", {})
     subtitle = (f"Recipe <b>{esc(recipe.get('name', '?'))}</b> (sha256 <code>{esc(str(recipe.get('sha256', ''))[:12])}"
-                f"</code>, seed {esc(recipe.get('seed', '?'))}) · vocabulary {m.get('vocab', {}).get('size', 0):,} ids · "
+                f"</code>, seed {esc(recipe.get('seed', '?'))}) · vocabulary "
+                f"{m.get('vocab', {}).get('size', 0):,} ids · "
                 f"dataengine {esc(m.get('code', {}).get('dataengine', '?'))}. Built from the files in this output "
                 "folder; regenerate with <code>dataengine report OUT</code>.")
     return page(f"dataengine report: {recipe.get('name', data.out.name)}", subtitle, built)

@@ -116,7 +116,7 @@ def _gallery(data, per_kind: int) -> str:
                 files = decode_sequence(row, data.vocab, toks, folder)
                 out.append(_pair(data, row, files, toks))
             except Exception as e:  # one item that cannot be shown must not sink the report
-                out.append(f'<div class="pair"><p class="error">{esc(row["kind"])} {esc(row["id"])}: could not '
+                out.append(f'<div class="pair"><p class="report-error">{esc(row["kind"])} {esc(row["id"])}: could not '
                            f"decode ({esc(type(e).__name__)}: {esc(str(e)[:200])})</p></div>")
     return "".join(out)
 
@@ -146,7 +146,7 @@ def _pair(data, row: dict, files: list[Path], toks: dict) -> str:
         right = figure(f'<pre class="text" style="width:380px">{esc(seq_text[:1500])}</pre>', "decoded from tokens")
         return f'<div class="pair">{info}{left}{right}</div>'
     if src is None:
-        left = figure("<i>original not found</i>", esc(main["path"]))
+        left = figure('<i class="report-error">original not found</i>', esc(main["path"]))
     else:
         left = _original_figure(kind, src, meta, sr, data.sources.get(row["source"]), sidecar)
     return f'<div class="pair">{info}{left}{_recon_figure(kind, by_ext, meta, sr, src, data, row, sidecar)}</div>'

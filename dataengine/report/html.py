@@ -45,6 +45,7 @@ pre.text{white-space:pre-wrap;max-width:500px;max-height:220px;overflow:auto;bac
 ol.chain{list-style:none;padding-left:0;margin:6px 0}ol.chain li{border-left:3px solid #4c78a8;
  padding:3px 10px;margin:0 0 3px 8px}ol.chain li b.step{display:inline-block;min-width:84px}
 .lineage{border:1px solid #e3e6ea;border-radius:8px;padding:8px 14px;margin:10px 0}
+.report-error{color:#b0303a}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 """
 
@@ -102,7 +103,8 @@ def img(payload: bytes, mime: str, alt: str, width: int | None = None, height: i
 
 
 def audio(payload: bytes, label: str) -> str:
-    return f'<audio controls preload="metadata" src="{data_uri("audio/wav", payload)}" aria-label="{esc(label)}"></audio>'
+    src = data_uri("audio/wav", payload)
+    return f'<audio controls preload="metadata" src="{src}" aria-label="{esc(label)}"></audio>'
 
 
 def figure(body: str, caption: str = "") -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import polars as pl
 
@@ -65,7 +64,8 @@ def _chain(data, row: dict) -> str:
     steps = [
         ("files", f"source <b>{esc(row['source'])}</b> in <code>{esc(root)}</code>{files}"),
         ("decoded", f"{esc(row['kind'])} item <code>{esc(row['id'])}</code>, content hash "
-                    f"<code>{esc((row.get('content_hash') or '')[:16])}</code>…" + (f"; {esc(decoded)}" if decoded else "")
+                    f"<code>{esc((row.get('content_hash') or '')[:16])}</code>…"
+         + (f"; {esc(decoded)}" if decoded else "")
          + f"; {len(stats)} quality stats measured"),
         ("tokenized", f"task <code>{esc(row['task'])}</code>: {row['num_tokens']:,} tokens; spans {esc(spans)}; "
                       f"loss on {loss:,} tokens"),

@@ -75,7 +75,8 @@ def hbar(labels: list[str], series: dict[str, list[float]], *, title: str, color
     names = list(series)
     colors = colors or {}
     cols = [colors.get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]
-    vals = np.array([[float(series[n][i] or 0) for n in names] for i in range(len(labels))]).reshape(len(labels), len(names))
+    vals = np.array([[float(series[n][i] or 0) for n in names] for i in range(len(labels))],
+                    np.float64).reshape(len(labels), len(names))
     per_row = 1 if stacked else max(len(names), 1)
     bar_h = 14 if per_row == 1 else 9
     row_h = bar_h * per_row + 8

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -17,12 +15,11 @@ from dataengine.report.plots import hbar, histogram
 ITEM_DROPS = ("filter", "dedup", "mixture")
 
 
-def file_modality(path: str) -> str:
-    """What a file is, from its extension: image, audio, video, sensor, text, jsonl, sidecar or other."""
-    suffix = PurePosixPath(path.split("#", 1)[0]).suffix
-    if suffix.lower() == ".json":
-        return "sidecar"
-    return modality_of_ext(suffix) or "other"
+def file_modality(paths: pl.Series) -> pl.Series:
+    """What each file is, from its extension: image, audio, video, sensor, text, jsonl, sidecar or other."""
+    ext = paths.str.replace(r"#.*$", "").str.extract(r"(\.[^./]+)$").str.to_lowercase()
+    known = {e: modality_of_ext(e) for e in ext.drop_nulls().unique().to_list() if modality_of_ext(e)}
+    return ext.replace_strict({**known, ".json": "sidecar"}, default="other", return_dtype=pl.String)
 
 
 def ok_candidates(data) -> pl.DataFrame | None:
@@ -39,7 +36,8 @@ def overview(data) -> Section:
     split = seqs.get("by_split", {})
     steps = [
         ("input files", st["inputs"]["files"], "every file found under the sources"),
-        ("sample groups", st["inputs"]["sample_groups"], "files sharing a stem form one group (media + caption / sidecar)"),
+        ("sample groups", st["inputs"]["sample_groups"],
+         "files sharing a stem form one group (media + caption / sidecar)"),
         ("rejected before tokens", by_stage["discover"] + by_stage["decode"] + by_stage["tokenize"],
          "unreadable, corrupt, unsupported or failing files (rejects by stage below)"),
         ("tokenized items", ok.height if ok is not None else None,
@@ -77,7 +75,7 @@ def inputs_and_rejects(data) -> Section:
     if rej.height == 0:
         return Section("inputs", "Inputs and rejects", "What came in, and what did not make it.",
                        body + "<p>No input was rejected.</p>")
-    rej = rej.with_columns(pl.col("path").map_elements(file_modality, return_dtype=pl.String).alias("modality"),
+    rej = rej.with_columns(file_modality(rej["path"]).alias("modality"),
                            (pl.col("stage") + "/" + pl.col("reason")).alias("key"))
     keys = sorted(set(rej["key"].to_list()), key=lambda k: (-int((rej["key"] == k).sum()), k))
     mods = sorted(set(rej["modality"].to_list()))
@@ -142,12 +140,12 @@ def distributions(data) -> Section:
                 lines.append((float(rule["max"]), f"max {num(float(rule['max']))}"))
             svg = histogram(v, dropped=out, lines=lines, title=stat, xlabel=stat)
         else:
-            values = present.cast(pl.String).to_list()
             allowed = {str(a) for a in rule.get("allow", [])} if "allow" in rule else {str(rule.get("equals")).lower()}
-            values = [x.lower() if x in ("true", "false") else x for x in values]
-            top = sorted(set(values), key=lambda x: (-values.count(x), x))[:12]
-            svg = hbar(top, {"allowed": [values.count(x) if x in allowed else 0 for x in top],
-                             "dropped": [values.count(x) if x not in allowed else 0 for x in top]},
+            vc = present.cast(pl.String).str.replace_many(["True", "False"], ["true", "false"]).value_counts()
+            counts = sorted(zip(vc[vc.columns[0]].to_list(), vc["count"].to_list()), key=lambda kv: (-kv[1], kv[0]))
+            top = counts[:12]  # the most frequent values
+            svg = hbar([k for k, _ in top], {"allowed": [n if k in allowed else 0 for k, n in top],
+                                             "dropped": [n if k not in allowed else 0 for k, n in top]},
                        stacked=True, colors={"allowed": KEPT, "dropped": DROPPED}, title=stat, width=330)
         cond = ", ".join(f"{k} {num(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
                          for k, v in sorted(rule.items()))
@@ -178,6 +176,7 @@ def distributions(data) -> Section:
 _KEPT_RE = re.compile(r"kept id ([0-9A-Za-z_-]+)")
 _JACC_RE = re.compile(r"Jaccard ([0-9.]+)")
 MAX_CLUSTERS = 8
+MAX_MEMBERS = 6  # shown per cluster
 
 
 def dedup_clusters(data) -> Section:
@@ -214,12 +213,14 @@ def dedup_clusters(data) -> Section:
     for kept in order[:MAX_CLUSTERS]:
         source, path, kind = where.get(kept, ("?", "?", "?"))
         members = [Raw(_member(data, source, path, kind, "kept"))]
-        for r in clusters[kept]:
+        for r in clusters[kept][:MAX_MEMBERS - 1]:
             jm = _JACC_RE.search(r["detail"])
             label = f"{r['reason'].replace('_', ' ')}" + (f", J≈{jm.group(1)}" if jm else "")
             members.append(Raw(_member(data, r["source"], r["path"], kind, label)))
-        rows.append([kind, len(clusters[kept]) + 1, Raw("<div class=\"grid\">" + "".join(m.html for m in members)
-                                                        + "</div>")])
+        more = len(clusters[kept]) - (MAX_MEMBERS - 1)
+        tail = f"<p class=\"note\">and {more:,} more (rejects.parquet)</p>" if more > 0 else ""
+        rows.append([kind, len(clusters[kept]) + 1,
+                     Raw('<div class="grid">' + "".join(m.html for m in members) + "</div>" + tail)])
     body += table(["kind", "members", "kept copy first, then the dropped ones"], rows, numeric={1})
     return Section("dedup", "Duplicate clusters", lead, body)
 
@@ -235,7 +236,7 @@ def _member(data, source: str, path: str, kind: str, label: str) -> str:
         elif f is not None and kind in ("text", "chat"):
             shown = f'<pre class="text" style="max-width:260px;max-height:90px">{esc(media.read_text(f, 240))}</pre>'
     except Exception as e:  # a moved or damaged original: say so, do not fail the report
-        shown = f"<i>original unreadable ({esc(type(e).__name__)})</i>"
+        shown = f'<i class="report-error">original unreadable ({esc(type(e).__name__)}: {esc(str(e)[:80])})</i>'
     color = KEPT if label == "kept" else DROPPED
     return (f'<figure>{shown}<figcaption><span class="swatch" style="background:{color}"></span>'
             f"<b>{esc(label)}</b><br><code>{esc(path)}</code></figcaption></figure>")

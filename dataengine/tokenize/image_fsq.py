@@ -7,6 +7,11 @@ With the defaults a 64x64 image becomes an 8x8 grid of codes from an implicit
 codebook of 8*5*5*5 = 1000 entries: 64 tokens per image. Trained on CPU in a
 few minutes (MSE, AdamW, flips + random-resized crops) by the shared loop in
 `training.py`: best weights kept, early stop on a held-out validation loss.
+
+Size the codebook to the corpus: a small corpus cannot teach (or show, on a
+held-out split) a thousand codes. ``entropy_weight > 0`` adds the codebook
+entropy term of LFQ / MAGVIT-v2 (`soft_code_entropy`), which spreads the
+batch's code usage over the whole codebook; validation stays pure MSE.
 """
 from __future__ import annotations
 

@@ -152,12 +152,10 @@ def test_parse_sidecar():
 
 
 def test_hostile_npy_and_csv_are_refused_before_allocating():
-    import io as _io
-
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)})
     assert _reason(buf.getvalue() + b"\0" * 64, ".npy", {"rate_hz": 1}).reason == "truncated"
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert _reason(buf.getvalue(), ".npy", {"rate_hz": 1}).reason == "pickle_not_allowed"
     wide = (",".join(f"c{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n").encode()

@@ -80,7 +80,7 @@ def test_stats_columns(decoded: dict[str, dict]) -> None:
         kinds.add(r["kind"])
         assert "stats_error" not in json.loads(r["meta"]), path
         assert stats and set(stats) <= set(STAT_FIELDS), path
-        assert all(k.startswith(prefix[r["kind"]]) for k in stats), path
+        assert all(k.startswith((prefix[r["kind"]], "media_")) for k in stats), path
     assert kinds == set(prefix)
     table = stats_table([r["stats"] for r in decoded.values()])
     assert table.num_rows == len(decoded)
