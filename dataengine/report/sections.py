@@ -239,4 +239,4 @@ def _member(data, source: str, path: str, kind: str, label: str) -> str:
         shown = f'<i class="report-error">original unreadable ({esc(type(e).__name__)}: {esc(str(e)[:80])})</i>'
     color = KEPT if label == "kept" else DROPPED
     return (f'<figure>{shown}<figcaption><span class="swatch" style="background:{color}"></span>'
-            f"<b>{esc(label)}</b><br><code>{esc(path)}</code></figcaption></figure>")
+            f"<b>{esc(label)}</b><br><code>{esc(source)}/{esc(path)}</code></figcaption></figure>")
