@@ -58,3 +58,49 @@ def test_killed_while_tokenizing_then_while_writing_resumes_to_the_same_output(s
     assert (out / "rejects.parquet").read_bytes() == (ref / "rejects.parquet").read_bytes()
     assert (out / "stats.json").read_text() == (ref / "stats.json").read_text()
     assert not (setup["base"] / ".out.work").exists() and not (setup["base"] / ".out.staging").exists()
+
+
+def _map_workers(root_pid: int) -> list[int]:
+    """Ray Data map-worker processes started under `root_pid` (a process tree walk over /proc)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            names[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    tree, stack = set(), [root_pid]
+    while stack:
+        pid = stack.pop()
+        for c in children.get(pid, []):
+            if c not in tree:
+                tree.add(c)
+                stack.append(c)
+    return sorted(p for p in tree if "MapWorker" in names.get(p, ""))
+
+
+def test_a_worker_killed_mid_run_is_retried_without_duplicates(setup):
+    import time
+
+    out = setup["base"] / "out-worker"
+    cmd = [sys.executable, "-m", "dataengine.cli", "run", str(setup["recipe"]), "--input",
+           str(setup["base"] / "corpus"), "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parts = setup["base"] / ".out-worker.work" / "parts"
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and proc.poll() is None and time.time() < deadline:
+        workers = _map_workers(proc.pid)
+        if workers and parts.is_dir() and any(parts.glob("part-*.parquet")):
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert killed is not None, "the run ended before a worker could be killed; make the corpus larger"
+    assert proc.returncode == 0, stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert fingerprint(manifest) == fingerprint(setup["reference"])
