@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="evaluate on every input, not only the held-out "
                                                        "units (for folders fit never saw)")
     sp.add_argument("--max-items", type=int, default=200, metavar="N", help="eval items per role (default 200)")
+
+    from dataengine.train.cli import add_train_commands
+
+    add_train_commands(sub)
     return p
 
 

@@ -37,7 +37,7 @@ HEADLINE = {
 def fidelity(data, *, per_kind: int = 2) -> Section:
     body = _tokenizer_table(data)
     body += _recon_hists(data)
-    body += "<h3>Gallery: originals and their reconstructions</h3>"
+    body += '<h3 id="gallery">Gallery: originals and their reconstructions</h3>'
     body += ("<p class=\"note\">Left: the original file, as the tokenizer saw it (images centre-cropped to a square, "
              "audio at the tokenizer's rate). Right: the sequence's tokens decoded back. Small reconstructions are "
              "enlarged with visible pixels. Sensor traces: original solid, reconstruction dashed.</p>")
