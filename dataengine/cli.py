@@ -21,11 +21,15 @@ def _cmd_demo_corpus(args) -> int:
     return 0
 
 
+SET_HELP = ("override a recipe value by its dotted key, the value read as YAML, e.g. "
+            "--set curate.filters.image_blur.min=20 --set curate.mixture.policy=unimax (repeatable)")
+
+
 def _cmd_fit(args) -> int:
     from dataengine.recipe import load_recipe
     from dataengine.tokenize.fit import fit_tokenizers, fitted_state
 
-    recipe = load_recipe(args.recipe, inputs=args.input)
+    recipe = load_recipe(args.recipe, inputs=args.input, overrides=args.set)
     tokdir = Path(args.tokenizers) if args.tokenizers else recipe.resolve(recipe.tokenizers_dir)
     roles = list(recipe.tokenizers)
     if not args.force:
@@ -43,7 +47,7 @@ def _cmd_run(args) -> int:
     from dataengine.pipeline.run import run_pipeline
     from dataengine.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, inputs=args.input)
+    recipe = load_recipe(args.recipe, inputs=args.input, overrides=args.set)
     out = Path(args.output)
     run_pipeline(recipe, out, tokenizers_dir=Path(args.tokenizers) if args.tokenizers else None,
                  address=args.address)
@@ -114,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
     sp.add_argument("--tokenizers", metavar="DIR", help="where to write them (default: the recipe's tokenizers_dir)")
     sp.add_argument("--force", action="store_true", help="refit tokenizers that are already fitted")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
     sp = add("run", "Run the whole pipeline: discover, decode, tokenize, compose, write shards.",
              "dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo", _cmd_run)
@@ -124,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "missing ones are fitted first)")
     sp.add_argument("--address", metavar="RAY_ADDRESS", default=os.environ.get("RAY_ADDRESS"),
                     help="Ray cluster to use (default: start a local Ray)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
     sp = add("inspect", "Print counts of a finished run; decode sequences back to media.",
              "dataengine inspect out/demo --decode 6 --to out/demo/decoded", _cmd_inspect)

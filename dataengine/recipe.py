@@ -148,8 +148,9 @@ class Recipe:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def load_recipe(path: str | Path, *, inputs: list[str] | None = None) -> Recipe:
-    """Read and validate a recipe; `inputs` replace its sources (the CLI's --input)."""
+def load_recipe(path: str | Path, *, inputs: list[str] | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe; `inputs` replace its sources (the CLI's --input), `overrides` are
+    `dotted.key=value` strings (the CLI's --set; the value is read as YAML)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} not found; pass a YAML file such as pipelines/demo.yaml")
@@ -157,11 +158,34 @@ def load_recipe(path: str | Path, *, inputs: list[str] | None = None) -> Recipe:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{path} is not valid YAML: {e}") from None
+    for item in overrides or []:
+        data = _override(data or {}, item)
     if inputs:
         data = dict(data or {})
         data["sources"] = [{"name": _source_name(p, i), "path": str(Path(p).resolve())} for i, p in enumerate(inputs)]
     recipe = parse_recipe(data, base_dir=path.resolve().parent, where=str(path))
     return recipe
+
+
+def _override(data: dict, item: str) -> dict:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item!r}: use KEY=VALUE with a dotted key, e.g. curate.filters.image_blur.min=20")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise RecipeError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    node = data
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+    return data
 
 
 def parse_recipe(data, *, base_dir: Path | str = ".", where: str = "recipe") -> Recipe:

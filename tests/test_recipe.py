@@ -73,3 +73,15 @@ def test_missing_recipe_file_names_an_example(tmp_path):
     bad.write_text(yaml.safe_dump(["a list"]))
     with pytest.raises(RecipeError, match="YAML mapping"):
         load_recipe(bad)
+
+
+def test_set_overrides_dotted_keys_and_are_validated():
+    r = load_recipe(ROOT / "pipelines" / "demo.yaml",
+                    overrides=["curate.filters.image_blur.min=12.5", "curate.mixture.policy=unimax", "seed=3"])
+    assert r.curate.filters["image_blur"] == {"min": 12.5}
+    assert r.curate.mixture.policy == "unimax" and r.seed == 3
+    assert r.curate.filters["image_width"] == {"min": 32}  # the rest of the recipe is kept
+    with pytest.raises(RecipeError, match="did you mean 'image_blur'"):
+        load_recipe(ROOT / "pipelines" / "demo.yaml", overrides=["curate.filters.image_blurr.min=1"])
+    with pytest.raises(RecipeError, match="KEY=VALUE"):
+        load_recipe(ROOT / "pipelines" / "demo.yaml", overrides=["curate.filters"])
