@@ -56,6 +56,7 @@ def _cmd_run(args) -> int:
     print(f"rejects:   {out / 'rejects.parquet'}")
     print(f"stats:     {out / 'stats.json'}")
     print(f"vocab:     {out / 'vocab.json'}")
+    print(f"report:    {out / 'report.html'}")
     return 0
 
 
@@ -156,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "units (for folders fit never saw)")
     sp.add_argument("--max-items", type=int, default=200, metavar="N", help="eval items per role (default 200)")
 
+    from dataengine.report.cli import add_report_command
     from dataengine.train.cli import add_train_commands
 
+    add_report_command(sub)
     add_train_commands(sub)
     return p
 

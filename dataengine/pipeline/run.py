@@ -32,6 +32,7 @@ from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates
 from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
 from dataengine.recipe import Recipe
+from dataengine.report.build import build_report
 from dataengine.shards.manifest import build_manifest, build_stats
 from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
 from dataengine.shards.writer import write_split
@@ -105,6 +106,10 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     manifest = build_manifest(recipe, vocab, shards, stats)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    try:  # the report is part of the same atomic swap; a report bug must not lose the shards
+        build_report(staging)
+    except Exception as e:
+        log(f"report not written ({type(e).__name__}: {e}); `dataengine report {output}` retries it")
     _swap_into_place(staging, output)
     if work is not None:
         work.remove()  # OUT/cache now holds the candidates
