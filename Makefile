@@ -1,6 +1,7 @@
 # The two commands of the README. Both build .venv/ when needed.
 PY      := .venv/bin/python
 DE      := .venv/bin/dataengine
+DVC     := .venv/bin/dvc
 STAMP   := .venv/.installed
 CORPUS  := data/demo-corpus
 TOKS    := tokenizers/demo
@@ -18,27 +19,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo is the DVC pipeline in dvc.yaml (tunables in params.yaml): `dvc repro` runs
+# only the stages whose inputs changed, so a second `make demo` does nothing.
 demo: $(STAMP)
-	@test -d $(CORPUS) || $(DE) demo-corpus $(CORPUS)
-	$(DE) fit pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS)
-	$(DE) run pipelines/demo.yaml --input $(CORPUS) --tokenizers $(TOKS) --output $(OUT)
-	$(DE) inspect $(OUT) --decode 8 --to $(OUT)/decoded
-	$(DE) tokenizers eval --tokenizers $(TOKS) --input $(CORPUS) --json $(OUT)/tokenizer_eval.json
-	$(DE) train trainer/tiny.yaml --shards $(OUT) --out $(OUT)/train/tiny --overwrite
-	$(DE) train trainer/sft.yaml --shards $(OUT) --out $(OUT)/train/tiny-sft --overwrite --set run.init_from=$(OUT)/train/tiny
-	$(DE) generate $(OUT)/train/tiny-sft --chat --prompt-text "Describe this image." \
-	    --prompt-file $(CORPUS)/images/astronaut.jpg --max-new 64 --to $(OUT)/generated
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(DVC) repro
 	@echo ""
-	@echo "demo done. Results:"
+	@echo "demo done (dvc repro). Results:"
 	@echo "  shards      $(OUT)/parquet/  $(OUT)/wds/"
 	@echo "  manifest    $(OUT)/manifest.json"
 	@echo "  rejects     $(OUT)/rejects.parquet"
 	@echo "  stats       $(OUT)/stats.json"
 	@echo "  decoded     $(OUT)/decoded/  (tokens turned back into PNG, GIF, WAV, CSV, TXT)"
-	@echo "  tokenizers  $(TOKS)/  (held-out eval in $(TOKS)/*/eval.json; all metrics in $(OUT)/tokenizer_eval.json)"
+	@echo "  tokenizers  $(TOKS)/  (held-out eval in $(TOKS)/*/eval.json; all metrics in out/demo-tokenizer-eval.json)"
 	@echo "  report      $(OUT)/report.html  (open it in a browser)"
 	@echo "  training    $(OUT)/train/tiny/ and $(OUT)/train/tiny-sft/  (metrics.jsonl, loss_curve.png, checkpoints)"
 	@echo "  generation  $(OUT)/generated/  (a sample from the instruction-tuned model, decoded to text and media)"
+	@echo "  DVC         dvc metrics show ; dvc plots show ; dvc exp run --set-param curate.filters.text_chars.min=50"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

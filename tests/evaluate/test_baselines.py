@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from dataengine.evaluate import audio as A
-from dataengine.evaluate.image import evaluate_image, thumbnail_baseline, thumbnail_bits, thumbnail_side
+from dataengine.evaluate.image import (evaluate_image, thumbnail_baseline, thumbnail_bits, thumbnail_shape,
+                                      thumbnail_shapes, thumbnail_side)
+from dataengine.evaluate.metrics import psnr
 from dataengine.evaluate.metrics import roundtrip, token_bits
 from dataengine.evaluate.sensor import evaluate_sensor, quantizer_bound
 
@@ -28,6 +30,25 @@ def test_thumbnail_uses_no_more_bits_than_the_tokens(grid, levels, side):
     assert s == side
 
 
+@pytest.mark.parametrize("bits", [9, 100, 384, 505.9, 506.0, 1000, 4096 * 6.0])
+def test_thumbnail_shape_spends_the_budget(bits):
+    h, w, b = thumbnail_shape(bits)
+    total = h * w * 3 * b
+    assert total <= max(bits, 9) and w in (h, h + 1) and 3 <= b <= 8
+    # no other near-square shape at 3..8 bits stores more without exceeding the budget
+    better = [(hh, ww, bb) for bb in range(3, 9) for hh in range(1, 80) for ww in (hh, hh + 1)
+              if total < hh * ww * 3 * bb <= bits]
+    assert not better, better[:3]
+    if bits >= 400:
+        assert total >= 0.85 * bits  # the baseline gets (nearly) the tokens' bits, not a rounded-down square
+
+
+def test_quantized_thumbnail_keeps_a_flat_image_close():
+    flat = np.full((32, 32, 3), 77, np.uint8)
+    out = thumbnail_baseline(flat, (4, 5, 4))
+    assert np.abs(out.astype(int) - 77).max() <= 256 / 16 / 2 + 1  # within half a 4-bit step
+
+
 def test_thumbnail_side_is_exact_on_squares():
     for s in range(1, 40):
         assert thumbnail_side(24 * s * s) == s
@@ -44,7 +65,11 @@ def test_thumbnail_baseline_and_image_eval_bits():
     assert np.array_equal(thumbnail_baseline(flat, 3), flat)  # a flat image survives any thumbnail
     out = evaluate_image(tok, imgs, roundtrip(tok, imgs), {})
     assert out["token_bits"] == pytest.approx(16 * math.log2(1000))
-    assert out["baseline_bits"] == thumbnail_bits(thumbnail_side(out["token_bits"])) <= out["token_bits"]
+    h, w, b = out["baseline_shape"]
+    assert [h, w, b] in [list(s) for s in thumbnail_shapes(out["token_bits"])]
+    assert out["baseline_bits"] == h * w * 3 * b <= out["token_bits"]
+    best = max(np.mean([psnr(i, thumbnail_baseline(i, s)) for i in imgs]) for s in thumbnail_shapes(out["token_bits"]))
+    assert out["baseline_psnr"] == pytest.approx(best)  # the strongest thumbnail the bits can buy
     assert out["tokens_per_item"] == 16 and out["tokens"] == 48 and 0 < out["utilization"] <= 48 / 1000
 
 
