@@ -91,7 +91,7 @@ def _git(repo: Path, *args: str) -> str:
 def _scratch_repo(tmp: Path, files: list[str]) -> Path:
     """A git repository holding copies of `files` (paths relative to the checkout) plus the DVC config."""
     repo = tmp / "repo"
-    for rel in files + ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]:
+    for rel in files + ["dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]:
         src, dst = ROOT / rel, repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy2(src, dst)
@@ -229,8 +229,9 @@ def test_repro_twice_does_nothing_and_a_forced_rerun_gives_the_same_bytes(tmp_pa
 def test_tiny_pipeline_repro_then_exp_run_on_a_filter_threshold(tmp_path):
     from corpus_factory import TINY_TOKENIZERS
 
-    files = sorted({d for s in STAGES.values() for d in _paths(s.get("deps")) if (ROOT / d).exists()
-                    and not d.startswith("data/")} | {"pipelines/demo.yaml"})
+    outs = [o for s in STAGES.values() for o in _outs(s)]
+    files = sorted({d for s in STAGES.values() for d in _paths(s.get("deps"))
+                    if not any(_inside(d, o) for o in outs)} | {"pipelines/demo.yaml"})
     repo = _scratch_repo(tmp_path, files)
     recipe = yaml.safe_load((repo / "pipelines/demo.yaml").read_text())
     recipe.update(tokenizers=TINY_TOKENIZERS, fit={"max_items": 40})

@@ -54,8 +54,8 @@ class WorkDir:
         if not files:
             return self.schema.empty_table()
         table = pa.concat_tables([pq.read_table(f).cast(self.schema) for f in files])
-        # a retried task (a worker killed mid-batch) must not count twice: one row per (id, path, stage, reason)
-        key = pl.from_arrow(table.select(["id", "path", "stage", "reason"]))
+        # a retried task (a worker killed mid-batch) must not count twice: one row per (unit, id, path, stage, reason)
+        key = pl.from_arrow(table.select(["unit_id", "id", "path", "stage", "reason"]))
         first = key.select(pl.struct(pl.all()).is_first_distinct()).to_series()
         table = table.filter(pa.array(first.to_numpy()))
         ids = pl.from_arrow(table.select(["unit_id", "unit_rows"]))

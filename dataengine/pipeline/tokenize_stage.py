@@ -85,7 +85,7 @@ class TokenizeStage:
             except Exception as e:  # a tokenizer failure on one item must not sink the batch
                 out.append(_reject_row(r, "tokenize", "tokenizer_error", f"{type(e).__name__}: {e}"))
         for o, r in zip(out, rows):
-            o["unit_id"], o["unit_rows"] = r["unit_id"], r["unit_rows"]
+            o["unit_id"], o["unit_rows"] = r.get("unit_id", ""), r.get("unit_rows", 1)
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
     # ------------------------------------------------------------------------------------
