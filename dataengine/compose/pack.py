@@ -22,7 +22,8 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
-DOCUMENT = pa.struct([("id", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+from dataengine.jsonable import numpy_default
+from dataengine.shards.schema import DOCUMENT
 # columns rebuilt from the documents; every other column is per document (kept in meta.documents)
 STRUCTURAL = ("id", "tokens", "num_tokens", "spans", "target_spans", "side", "lineage", "modalities", "meta",
               "documents")
@@ -111,7 +112,7 @@ def _merge(docs: list[dict]) -> dict:
         "tokens": tokens.tolist(), "num_tokens": int(len(tokens)),
         "spans": spans, "target_spans": targets, "side": json.dumps(side),
         "lineage": lineage, "modalities": sorted({m for d in docs for m in d.get("modalities") or []}),
-        "meta": json.dumps({"documents": per_doc}, default=_jsonable), "documents": documents,
+        "meta": json.dumps({"documents": per_doc}, default=numpy_default), "documents": documents,
     })
     if "task" in merged:
         merged["task"] = "packed"
@@ -125,11 +126,3 @@ def _common(values: list):
     if all(v == first for v in values[1:]):
         return first
     return "mixed" if isinstance(first, str) else None
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

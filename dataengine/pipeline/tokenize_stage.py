@@ -28,6 +28,7 @@ from dataengine.compose.instruct import compose_task
 from dataengine.compose.sequence import compose_chat
 from dataengine.compose.tasks import ComposeConfig, choose_tasks, choose_template
 from dataengine.curate.stats import token_stats
+from dataengine.jsonable import numpy_default
 from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
 from dataengine.tokenize.registry import load_tokenizer
 from dataengine.vocab import Vocab
@@ -187,9 +188,9 @@ class TokenizeStage:
             "id": r["id"], "source": r["source"], "task": task, "kind": kind,
             "modalities": sorted({s["modality"] for s in b.spans}),
             "tokens": tokens.tolist(), "num_tokens": int(len(tokens)), "spans": b.spans, "target_spans": b.targets,
-            "side": json.dumps(b.side, default=_jsonable), "lineage": json.loads(r["lineage"]),
-            "meta": json.dumps(meta, default=_jsonable), "content_hash": r.get("content_hash") or "",
-            "stats": json.dumps(stats, sort_keys=True, default=_jsonable),
+            "side": json.dumps(b.side, default=numpy_default), "lineage": json.loads(r["lineage"]),
+            "meta": json.dumps(meta, default=numpy_default), "content_hash": r.get("content_hash") or "",
+            "stats": json.dumps(stats, sort_keys=True, default=numpy_default),
             "status": "ok", "path": r["path"], "stage": "", "reason": "", "detail": "",
         }
 
@@ -230,11 +231,3 @@ def _reject_row(r: dict, stage: str, reason: str, detail: str) -> dict:
             "tokens": [], "num_tokens": 0, "spans": [], "target_spans": [], "side": "[]", "lineage": [],
             "meta": "{}", "content_hash": r.get("content_hash") or "", "stats": r.get("stats") or "{}",
             "status": "reject", "path": r["path"], "stage": stage, "reason": reason, "detail": detail}
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
