@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# headless Chromium for the report's browser test (Debian's package; best effort, as root only)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	    echo "note: chromium is not installed; tests/report/test_report_chromium.py will be skipped"
 	touch $(STAMP)
 
 # The demo is the DVC pipeline in dvc.yaml (tunables in params.yaml): `dvc repro` runs
