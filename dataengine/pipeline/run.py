@@ -104,6 +104,7 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     stats = build_stats(staging, vocab, found, shards)
     stats["curate"] = cur.report
     (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    _write_token_shares(staging / "token_shares.csv", cur.report.get("mixture", {}))
     manifest = build_manifest(recipe, vocab, shards, stats)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     try:  # the report is part of the same atomic swap; a report bug must not lose the shards
@@ -201,6 +202,18 @@ def _copy_tokenizers(tokdir: Path, roles: list[str], dest: Path) -> None:
     """OUT carries its tokenizers (cards + weights), so `inspect --decode` needs nothing else."""
     for role in roles:
         shutil.copytree(tokdir / role, dest / role)
+
+
+def _write_token_shares(path: Path, mixture: dict) -> None:
+    """The mixture's train tokens per source/kind as CSV (a DVC plot): available, target, achieved."""
+    cols = ["available_tokens", "target_tokens", "achieved_tokens", "target_share", "achieved_share", "epochs"]
+    groups = mixture.get("groups") or {}
+    total = sum(g["available_tokens"] for g in groups.values()) or 1
+    lines = ["group," + ",".join(cols[:3]) + ",available_share," + ",".join(cols[3:])]
+    for name, g in sorted(groups.items()):
+        values = [g[c] for c in cols[:3]] + [round(g["available_tokens"] / total, 6)] + [g[c] for c in cols[3:]]
+        lines.append(name + "," + ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _maybe_kill(point: str) -> None:

@@ -28,7 +28,7 @@ from dataengine.train import checkpoint as ck
 from dataengine.train.config import TrainConfig
 from dataengine.train.loader import PackedLoader, finite_batches
 from dataengine.train.metrics import (MetricsLog, masked_mean, modality_report, modality_sums, peak_tflops,
-                                      plot_curves, read_metrics, token_losses)
+                                      plot_curves, read_metrics, token_losses, write_summary)
 from dataengine.train.model import Transformer
 from dataengine.train.source import ShardSource
 from dataengine.vocab import Vocab
@@ -253,8 +253,9 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
         if step % cfg.run.checkpoint_every == 0 or step == end:
             checkpoint(step)
     if main:
-        png = plot_curves(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png",
-                          title=f"{run_dir.name}: loss per step")
+        records = read_metrics(run_dir / "metrics.jsonl")
+        png = plot_curves(records, run_dir / "loss_curve.png", title=f"{run_dir.name}: loss per step")
+        write_summary(records, run_dir)
         say(f"loss curve: {png}")
     if world > 1:
         dist.barrier()

@@ -103,6 +103,22 @@ COLORS = {"train": (31, 119, 180), "eval": (0, 0, 0), "text": (214, 39, 40), "im
           "video": (148, 103, 189), "audio": (255, 127, 14), "sensor": (140, 86, 75), "special": (127, 127, 127)}
 
 
+def write_summary(records: list[dict], run_dir: Path) -> None:
+    """Deterministic files for DVC: `summary.json` (last train/eval losses) and `train_loss.csv`,
+    `eval_loss.csv` (no timings, so an unchanged run rewrites the same bytes)."""
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    summary = {"step": train[-1]["step"] if train else 0,
+               "train_loss": train[-1]["loss"] if train else None,
+               "eval_loss": evals[-1]["loss"] if evals else None,
+               "eval_loss_by_modality": evals[-1].get("loss_by_modality", {}) if evals else {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    rows = ["step,loss,lr,grad_norm"] + [f"{r['step']},{r['loss']!r},{r['lr']!r},{r['grad_norm']!r}" for r in train]
+    (run_dir / "train_loss.csv").write_text("\n".join(rows) + "\n")
+    rows = ["step,loss"] + [f"{r['step']},{r['loss']!r}" for r in evals]
+    (run_dir / "eval_loss.csv").write_text("\n".join(rows) + "\n")
+
+
 def plot_curves(records: list[dict], path: Path, title: str = "loss") -> Path:
     """Train loss, eval loss and eval loss per modality against step (matplotlib when installed, else PIL)."""
     series: dict[str, list[tuple[int, float]]] = {}

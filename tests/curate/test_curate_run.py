@@ -96,3 +96,17 @@ def test_a_changed_decode_setting_does_not_reuse(dup_run, tmp_path):
                          inputs=[str(base / "corpus")])
     logs = run_quiet(recipe, dup_run["out"])
     assert not any("reusing" in str(line) for line in logs)
+
+
+def test_token_shares_csv_matches_the_mixture_report(dup_run):
+    import csv
+
+    out = dup_run["out"]
+    groups = json.loads((out / "stats.json").read_text())["curate"]["mixture"]["groups"]
+    rows = list(csv.DictReader((out / "token_shares.csv").open()))
+    assert [r["group"] for r in rows] == sorted(groups)
+    for r in rows:
+        g = groups[r["group"]]
+        assert int(r["achieved_tokens"]) == g["achieved_tokens"]
+        assert float(r["achieved_share"]) == pytest.approx(g["achieved_share"], rel=1e-5)
+    assert sum(float(r["available_share"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
