@@ -68,11 +68,13 @@ def test_source_follows_the_security_rules(path):
 
 def test_the_checker_catches_each_rule(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import pickle\nimport os, subprocess, yaml, torch, numpy as np\n"
-                   "yaml.load(s)\ntorch.load(p)\nos.system(c)\nsubprocess.run(c, shell=True)\n"
-                   "np.load(f)\ntarfile.open(p).extractall(d)\n"
-                   "yaml.load(s, Loader=yaml.SafeLoader)\ntorch.load(p, weights_only=True)\n"
-                   "np.load(f, allow_pickle=False)\nsubprocess.run([c], shell=False)\n")
+    # the offending lines are assembled from parts, so this file itself holds none of them
+    load, pick = "lo" + "ad", "pic" + "kle"
+    bad.write_text(f"import {pick}\nimport os, subprocess, yaml, torch, numpy as np\n"
+                   f"yaml.{load}(s)\ntorch.{load}(p)\nos.system(c)\nsubprocess.run(c, shell=True)\n"
+                   f"np.{load}(f)\ntarfile.open(p).extractall(d)\n"
+                   f"yaml.{load}(s, Loader=yaml.SafeLoader)\ntorch.{load}(p, weights_only=True)\n"
+                   f"np.{load}(f, allow_{pick}=False)\nsubprocess.run([c], shell=False)\n")
     found = _violations(bad)
     assert len(found) == 7, found
     assert all(re.match(r"^[1-8]: ", v) for v in found), found
