@@ -40,18 +40,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataengine.discover import discover
-from dataengine.pipeline.tokenize_stage import load_tokenizers
-from dataengine.recipe import load_recipe
 from dataengine.tokenize.base import read_card
-from dataengine.tokenize.fit import collect_samples, decode_stage_for, split_units
+from dataengine.tokenize.registry import load_tokenizer
 from dataengine.tokenize.video_frames import FramesTokenizer
 
 ROLES = ("text", "image", "video", "audio", "sensor")
 PACKAGES = ("torch", "torchaudio", "numpy", "tokenizers", "vector-quantize-pytorch", "sentencepiece", "ray")
 
 
+def load_tokenizers(tokdir: Path, roles: list[str]) -> dict:
+    """Every role's fitted tokenizer; video gets the image tokenizer (as the tokenize stage does)."""
+    toks = {}
+    for role in sorted(roles, key=lambda r: r == "video"):  # image before video
+        toks[role] = load_tokenizer(tokdir / role, **({"image_tokenizer": toks["image"]} if role == "video" else {}))
+    return toks
+
+
+def save_items(items: dict[str, list], path: Path) -> None:
+    """Decoded items as one safetensors file (arrays as tensors, texts in its JSON metadata; no pickle).
+
+    A GPU machine without the decoders (av, soundfile, ...) then times the tokenizers on the
+    very items this machine decoded: `--save-items` here, `--items` there.
+    """
+    from safetensors.numpy import save_file
+
+    arrays = {f"{role}/{i:05d}": np.ascontiguousarray(x) for role, xs in items.items() if role != "text"
+              for i, x in enumerate(xs)}
+    save_file(arrays, str(path), metadata={"text": json.dumps(items.get("text", []), ensure_ascii=False),
+                                           "roles": json.dumps(sorted(items))})
+
+
+def read_items(path: Path, roles: list[str]) -> dict[str, list]:
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    arrays = load_file(str(path))
+    out = {role: [arrays[k] for k in sorted(arrays) if k.split("/")[0] == role] for role in json.loads(meta["roles"])}
+    out["text"] = json.loads(meta["text"]) if "text" in out else []
+    return {r: out.get(r, []) for r in roles}
+
+
 def load_items(recipe_path: str, corpus: str, roles: list[str], max_items: int, log) -> dict[str, list]:
+    from dataengine.discover import discover
+    from dataengine.recipe import load_recipe
+    from dataengine.tokenize.fit import collect_samples, decode_stage_for, split_units
+
     r = load_recipe(recipe_path, inputs=[corpus])
     found = discover([(s.name, r.resolve(s.path)) for s in r.sources], max_file_bytes=r.decode.max_file_bytes)
     fit_units, held = split_units(r, found.units)
@@ -156,7 +191,9 @@ def versions() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizers", required=True, help="fitted tokenizers: DIR/<role>/card.yaml")
-    ap.add_argument("--input", required=True, help="corpus folder (e.g. the demo corpus)")
+    ap.add_argument("--input", help="corpus folder (e.g. the demo corpus)")
+    ap.add_argument("--items", help="decoded items saved by --save-items (instead of decoding --input)")
+    ap.add_argument("--save-items", help="also save the decoded items here (safetensors) for --items elsewhere")
     ap.add_argument("--json", required=True, help="where to write the results")
     ap.add_argument("--recipe", default="pipelines/demo.yaml", help="decode settings and the held-out split")
     ap.add_argument("--roles", nargs="+", default=list(ROLES), choices=ROLES)
@@ -173,12 +210,20 @@ def main() -> None:
     tokdir = Path(args.tokenizers)
     roles = [r for r in args.roles if (tokdir / r / "card.yaml").is_file()]
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    items = load_items(args.recipe, args.input, roles, args.max_items, log)
+    if not (args.input or args.items):
+        ap.error("pass --input CORPUS (decode it here) or --items FILE (items decoded by --save-items)")
+    if args.items:
+        items = read_items(Path(args.items), roles)
+    else:
+        items = load_items(args.recipe, args.input, roles, args.max_items, log)
+    if args.save_items:
+        save_items(items, Path(args.save_items))
     report = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "cwd": os.getcwd(), "machine": machine(), "versions": versions(),
         "settings": {"batch": args.batch, "max_items": args.max_items, "repeat": args.repeat,
-                     "threads": args.threads, "recipe": args.recipe, "input": args.input},
+                     "threads": args.threads, "recipe": args.recipe, "input": args.input,
+                     "items": args.items},
         "tokenizers": {r: {k: read_card(tokdir / r).get(k) for k in ("family", "version", "vocab_size",
                                                                      "weights_sha256")} for r in roles},
         "results": {},
