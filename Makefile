@@ -9,7 +9,7 @@ OUT     := out/demo
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test env clean
+.PHONY: demo test env clean bench
 
 env: $(STAMP)
 
@@ -42,6 +42,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Benchmarks (not part of `make test`): one table of ratios, results in bench/results/*.json.
+# About 15-25 minutes on 2 cores; `$(PY) bench/run_all.py --quick` is a few minutes.
+bench: $(STAMP)
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(OUT) $(CORPUS) $(TOKS)

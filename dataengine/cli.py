@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from dataengine.errors import RecipeError
@@ -47,16 +48,14 @@ def _cmd_run(args) -> int:
     from dataengine.pipeline.run import run_pipeline
     from dataengine.recipe import load_recipe
 
+    from dataengine.summary import format_summary
+
     recipe = load_recipe(args.recipe, inputs=args.input, overrides=args.set)
     out = Path(args.output)
+    t0 = time.time()
     run_pipeline(recipe, out, tokenizers_dir=Path(args.tokenizers) if args.tokenizers else None,
-                 address=args.address)
-    print(f"\nshards:    {out / 'parquet'}  and  {out / 'wds'}")
-    print(f"manifest:  {out / 'manifest.json'}")
-    print(f"rejects:   {out / 'rejects.parquet'}")
-    print(f"stats:     {out / 'stats.json'}")
-    print(f"vocab:     {out / 'vocab.json'}")
-    print(f"report:    {out / 'report.html'}")
+                 address=args.address, report=not args.no_report)
+    print("\n" + format_summary(out, seconds=time.time() - t0))
     return 0
 
 
@@ -95,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
               dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo
               dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo
               dataengine inspect out/demo --decode 6 --to out/demo/decoded
+              dataengine report out/demo
               dataengine tokenizers eval --tokenizers tokenizers/demo --input data/demo-corpus --json eval.json
+              dataengine train trainer/tiny.yaml --shards out/demo --set run.steps=100
+
+            `dataengine COMMAND --help` shows each command's options and examples.
+            Progress bars show on a terminal; they stay off when CI is set or stderr is not a
+            terminal. DATAENGINE_PROGRESS=1 forces them on, DATAENGINE_PROGRESS=0 off.
             """),
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,22 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("demo-corpus", "Write the demo corpus, made from real media that ships in installed packages.",
-             "dataengine demo-corpus data/demo-corpus", _cmd_demo_corpus)
+             "dataengine demo-corpus data/demo-corpus\n"
+             "  dataengine demo-corpus data/demo-corpus-nospeech --speech no --seed 1", _cmd_demo_corpus)
     sp.add_argument("out", help="folder to write (created)")
     sp.add_argument("--speech", choices=["auto", "yes", "no"], default="auto",
                     help="speak transcripts with espeak-ng (auto: when it is installed)")
     sp.add_argument("--seed", type=int, default=0)
 
     sp = add("fit", "Fit every tokenizer the recipe names on a sample of the inputs.",
-             "dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo", _cmd_fit)
+             "dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo\n"
+             "  dataengine fit pipelines/demo.yaml --input data/demo-corpus --tokenizers tokenizers/demo "
+             "--force --set tokenizers.text.params.vocab_size=4000", _cmd_fit)
     sp.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
     sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
     sp.add_argument("--tokenizers", metavar="DIR", help="where to write them (default: the recipe's tokenizers_dir)")
     sp.add_argument("--force", action="store_true", help="refit tokenizers that are already fitted")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
-    sp = add("run", "Run the whole pipeline: discover, decode, tokenize, compose, write shards.",
-             "dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo", _cmd_run)
+    sp = add("run", "Run the whole pipeline: discover, decode, tokenize, compose, write shards; "
+                    "print a one-screen summary.",
+             "dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo\n"
+             "  dataengine run pipelines/demo.yaml --input data/demo-corpus --output out/demo "
+             "--set curate.mixture.policy=unimax --no-report\n"
+             "  ray job submit --address http://head:8265 --working-dir . -- \\\n"
+             "      dataengine run pipelines/demo.yaml --input /shared/corpus --output /shared/out", _cmd_run)
     sp.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
     sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
     sp.add_argument("--output", required=True, metavar="OUT", help="output folder (replaced atomically)")
@@ -131,15 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--address", metavar="RAY_ADDRESS", default=os.environ.get("RAY_ADDRESS"),
                     help="Ray cluster to use (default: start a local Ray)")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    sp.add_argument("--no-report", action="store_true",
+                    help="do not write OUT/report.html (faster; `dataengine report OUT` writes it later)")
 
     sp = add("inspect", "Print counts of a finished run; decode sequences back to media.",
-             "dataengine inspect out/demo --decode 6 --to out/demo/decoded", _cmd_inspect)
+             "dataengine inspect out/demo\n"
+             "  dataengine inspect out/demo --decode 6 --to out/demo/decoded", _cmd_inspect)
     sp.add_argument("out", help="output folder of `dataengine run`")
     sp.add_argument("--decode", type=int, default=0, metavar="N", help="decode N sequences (round-robin over tasks)")
     sp.add_argument("--to", metavar="DIR", help="where decoded media go (default: OUT/decoded)")
 
     eval_example = ("dataengine tokenizers eval --tokenizers tokenizers/demo --input data/demo-corpus "
-                    "--json out/tokenizers-eval.json")
+                    "--json out/tokenizers-eval.json\n"
+                    "  dataengine tokenizers eval --tokenizers tokenizers/demo --input other-corpus --all "
+                    "--max-items 50 --json out/other-eval.json")
     tp = add("tokenizers", "Work with fitted tokenizers: `eval` measures them on held-out inputs.",
              eval_example, None)
     tsub = tp.add_subparsers(dest="tokenizers_command", required=True, metavar="ACTION")

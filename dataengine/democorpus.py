@@ -9,7 +9,10 @@ inside installed packages (no download).
 * ``video/``   slow pans and zooms over the photos with a speech or sound track;
 * ``sensors/`` the 80 BasicMotions smartwatch recordings shipped by sktime;
 * ``text/``    sections of Python's ``pydoc_data`` topics as ``.txt``/``.md``;
-* ``chat/instructions.jsonl`` instruction records built from those topics.
+* ``chat/instructions.jsonl`` instruction records built from those topics;
+* ``images/illustrated.jsonl`` interleaved documents (MMC4 / OBELICS style): a
+  few of the pictures above between paragraphs built from their captions,
+  referenced by path relative to the corpus root (``images/chelsea.jpg``).
 
 Files sharing a stem in one folder form one sample group (DESIGN, Inputs).
 Every file written is input: provenance goes in the returned dict, not on disk.
@@ -337,6 +340,30 @@ def _write_sensors(out: Path, n: int) -> int:
     return count
 
 
+ORDINALS = ("first", "second", "third", "fourth")
+
+
+def _write_interleaved(path: Path, rng: random.Random, n_docs: int) -> int:
+    """Illustrated documents over the pictures already written beside `path` (their captions as text)."""
+    pictures = sorted(p for p in path.parent.iterdir() if p.suffix in (".jpg", ".png"))
+    if not pictures:
+        return 0
+    lines = []
+    for _ in range(n_docs):
+        picks = rng.sample(pictures, min(rng.choice((2, 3)), len(pictures)))
+        text = f"An illustrated page with {len(picks)} pictures, each described after it is shown. The first one:"
+        segments: list[dict[str, str]] = []
+        for j, pic in enumerate(picks):
+            segments += [{"text": text}, {"image": f"{path.parent.name}/{pic.name}"}]
+            caption = pic.with_suffix(".txt").read_text(encoding="utf-8").strip()
+            after = f"The {ORDINALS[j + 1]} one:" if j + 1 < len(picks) else "That is the last picture on this page."
+            text = f"{caption} {after}"
+        segments.append({"text": text})
+        lines.append(json.dumps({"interleaved": segments}, ensure_ascii=False))
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
+
+
 def write_demo_corpus(out: Path, *, speech: bool | None = None, seed: int = 0, scale: float = 1.0,
                       overwrite: bool = False) -> dict[str, Any]:
     """Write the demo corpus under ``out`` and return counts and provenance.
@@ -373,6 +400,8 @@ def write_demo_corpus(out: Path, *, speech: bool | None = None, seed: int = 0, s
     counts["sensor"] = _write_sensors(out / "sensors", _n(80, scale))
     counts["text"] = _write_text(out / "text", topics, _n(120, scale))
     counts["chat"] = _write_chat(out / "chat" / "instructions.jsonl", topics, random.Random(seed + 2), _n(150, scale))
+    counts["interleaved"] = _write_interleaved(out / "images" / "illustrated.jsonl", random.Random(seed + 3),
+                                               _n(16, scale))
     files = [p for p in out.rglob("*") if p.is_file()]
     return {
         "counts": counts,
@@ -389,5 +418,6 @@ def write_demo_corpus(out: Path, *, speech: bool | None = None, seed: int = 0, s
             "sensors": "BasicMotions smartwatch recordings shipped by sktime (10 Hz, 6 channels)",
             "text": "Python's pydoc_data.topics (the language reference)",
             "chat": "templates written for dataengine over pydoc_data.topics",
+            "interleaved": "the scikit-image pictures above between their captions, by dataengine",
         },
     }

@@ -18,6 +18,15 @@ unsafe tar member). Each unit carries the size and mtime discovery saw
 (`stamps`), so the decoder can refuse a file that changed in between.
 Discovery runs on the driver: it only lists and stats files (and tar headers),
 which is cheap next to decoding them.
+
+Interleaved documents (`.jsonl` records with ``"interleaved"`` segments, see
+`decode.text`) reference images and audio by path relative to the source root.
+Discovery does not read records, so it stamps only the `.jsonl` itself; the
+references are still covered: a reference must name a file discovery takes as
+media (hidden names and other extensions are refused at decode), so every
+referenced file is also a unit of its own here, with its own stamp in the
+candidates cache key (`pipeline.cache`). Changing a picture therefore re-decodes
+the documents that show it, and the picture also stays its own image sample.
 """
 from __future__ import annotations
 
@@ -50,7 +59,7 @@ class Unit:
     unit_id: str
     source: str
     root: str                # absolute path of the source root
-    kind: str                # image | audio | video | sensor | text | jsonl
+    kind: str                # image | audio | video | sensor | text | jsonl (records: text, chat, interleaved)
     media: str               # relpath (posix) of the primary file
     caption: str | None = None   # relpath of the .txt/.md sibling
     sidecar: str | None = None   # relpath of the .json sibling

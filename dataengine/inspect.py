@@ -3,7 +3,9 @@
 Decoding uses only what OUT carries (`vocab.json` and `tokenizers/`), so an
 output folder can be inspected anywhere. Each decoded sequence becomes a folder
 with `sequence.txt` (the whole sequence, text decoded and media summarised) and
-one file per media span: PNG (image), GIF (video), WAV (audio), CSV (sensor).
+one file per media span: PNG (image), GIF (video), WAV (audio), CSV (sensor). An
+interleaved document also gets `document.md`: its text segments decoded, in order,
+with each image or sound linked where it stands.
 """
 from __future__ import annotations
 
@@ -99,9 +101,9 @@ def decode_sequence(row: dict, vocab: Vocab, toks: dict, folder: Path) -> list[P
     tokens = np.asarray(row["tokens"], dtype=np.int64)
     sides = json.loads(row["side"])
     meta = json.loads(row["meta"])
-    written = []
-    media_spans = [(s, d) for s, d in zip(row["spans"], sides) if d.get("tokenizer") != "text"]
-    for k, (span, side) in enumerate(media_spans):
+    written, span_files = [], {}
+    media_spans = [(j, s, d) for j, (s, d) in enumerate(zip(row["spans"], sides)) if d.get("tokenizer") != "text"]
+    for k, (j, span, side) in enumerate(media_spans):
         name, modality = side["tokenizer"], span["modality"]
         ids = tokens[span["start"]:span["end"]]
         ids = ids[ids >= NUM_SPECIALS]  # drop frame/row separators (specials)
@@ -125,10 +127,29 @@ def decode_sequence(row: dict, vocab: Vocab, toks: dict, folder: Path) -> list[P
         else:
             continue
         written.append(path)
+        span_files[j] = path
     text_path = folder / "sequence.txt"
     text_path.write_text(render_sequence(tokens, vocab, toks["text"]) + "\n")
     written.append(text_path)
+    if row.get("kind") == "interleaved":
+        doc = folder / "document.md"
+        doc.write_text(render_document(row, vocab, toks["text"], span_files))
+        written.append(doc)
     return written
+
+
+def render_document(row: dict, vocab: Vocab, text_tok, span_files: dict[int, Path]) -> str:
+    """An interleaved sequence as Markdown: text spans decoded, media spans as links to their files."""
+    tokens = np.asarray(row["tokens"], dtype=np.int64)
+    sides = json.loads(row["side"])
+    blocks = []
+    for j, (span, side) in enumerate(zip(row["spans"], sides)):
+        if side.get("tokenizer") == "text":
+            blocks.append(text_tok.decode(vocab.to_local("text", tokens[span["start"]:span["end"]]), {}))
+        elif j in span_files:
+            link = span_files[j].name
+            blocks.append(f"![{span_files[j].stem}]({link})" if span["modality"] == "image" else f"[{link}]({link})")
+    return "\n\n".join(blocks) + "\n"
 
 
 def render_sequence(tokens: np.ndarray, vocab: Vocab, text_tok) -> str:

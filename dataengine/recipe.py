@@ -65,6 +65,7 @@ class SensorDecode:
 class TextDecode:
     max_chars: int = 200_000
     max_record_bytes: int = 1_000_000
+    max_interleaved_media: int = 16  # image/audio segments per interleaved .jsonl record (more: a reject)
 
 
 @dataclass
@@ -112,11 +113,15 @@ class Output:
 class Execution:
     decode_batch: int = 8         # units per decode task
     tokenize_batch: int = 16      # decoded items per tokenizer actor call
-    tokenize_actors: int = 1      # max actors in the tokenizer pool
+    # max actors in the tokenizer pool; 0 = one per GPU, or per tokenize_num_cpus CPUs, all started up front.
+    # With decode_num_cpus == tokenize_num_cpus on CPUs, Ray fuses decode into these actors: then they are all
+    # the compute there is, and fewer actors than CPUs leave cores idle (1 actor on 2 CPUs: half the machine)
+    tokenize_actors: int = 0
     tokenize_min_actors: int = 1  # actors started up front (the pool grows to tokenize_actors on a backlog)
     tokenize_num_cpus: float = 1.0  # per actor; fractional values avoid starving the read stage
     decode_num_cpus: float = 1.0
     checkpoint_rows: int = 1000   # results committed to OUT's work folder every this many rows (resume unit)
+    max_unit_crashes: int = 2     # a sample that kills its decode worker this many times is rejected (decoder_crashed)
 
 
 @dataclass
@@ -304,8 +309,14 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if not 1 <= r.execution.tokenize_min_actors <= max(1, r.execution.tokenize_actors):
         raise RecipeError(f"{where}.execution.tokenize_min_actors: expected 1..tokenize_actors "
                           f"({r.execution.tokenize_actors}), got {r.execution.tokenize_min_actors}")
+    if not 1 <= r.execution.max_unit_crashes <= 100:
+        raise RecipeError(f"{where}.execution.max_unit_crashes: expected an integer in 1..100 (2 tolerates one "
+                          f"unrelated worker death per sample), got {r.execution.max_unit_crashes}")
     if r.output.shard_rows < 1:
         raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
+    if r.decode.text.max_interleaved_media < 0:
+        raise RecipeError(f"{where}.decode.text.max_interleaved_media: expected an integer >= 0 "
+                          f"(0 refuses every image/audio segment), got {r.decode.text.max_interleaved_media}")
     from dataengine.curate.filters import parse_filters
     from dataengine.curate.mixture import validate_mixture
     from dataengine.curate.stats import STAT_FIELDS
@@ -315,7 +326,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         validate_mixture(r.curate.mixture)
     except RecipeError as e:
         raise RecipeError(f"{where}: curate.{e}") from None
-    kinds = ("image", "video", "audio", "sensor", "text", "chat", "*")
+    kinds = ("image", "video", "audio", "sensor", "text", "chat", "interleaved", "*")
     for key in r.curate.mixture.weights:  # the groups themselves are only known after tokenizing
         src, _, kind = key.partition("/")
         if src not in names + ["*"] or kind not in kinds:

@@ -13,6 +13,6 @@ def ray_local():
 
     from dataengine.pipeline.run import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(address="local", num_cpus=2)  # never join a cluster another test left behind
     yield ray
     ray.shutdown()

@@ -44,6 +44,8 @@ def compose_task(vocab: Vocab, kind: str, task: str, parts: list[tuple[str, str,
     """
     if kind == "chat":
         raise ValueError("chat records are multi-turn: build them with sequence.compose_chat")
+    if kind == "interleaved":
+        raise ValueError("interleaved documents hold many segments: build them with sequence.compose_interleaved")
     if task not in KIND_TASKS.get(kind, ()):
         raise ValueError(f"task {task!r} is not a {kind} task; expected one of {list(KIND_TASKS.get(kind, ()))}")
     has_text = text_ids is not None and len(text_ids) > 0

@@ -15,6 +15,8 @@ help apart from the side information kept in the row (grid, scale). `spans` and
     image (etc.)      <|bos|> <|image_start|> codes <|image_end|> <|eos|>    (no caption: unconditional)
     text              <|bos|> <|text_start|> text <|text_end|> <|eos|>
     chat              <|bos|> (<|system|>|<|user|>|<|assistant|>) content <|end_turn|> ... <|eos|>
+    interleaved       <|bos|> <|text_start|> t0 <|text_end|> <|image_start|> codes <|image_end|>
+                      <|text_start|> t1 <|text_end|> ... <|eos|>   (segments in document order)
 
 Pretraining sequences carry loss on every position; chat and instruction
 sequences (`compose.instruct`) only on assistant turns (their content, end
@@ -143,6 +145,22 @@ def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarra
     else:
         task = f"{kind}_to_{PAIRED_TEXT[kind]}"
     return b, task
+
+
+def compose_interleaved(vocab: Vocab, parts: list[tuple[str, str, np.ndarray, dict]]) -> SequenceBuilder:
+    """An interleaved document: its segments in order, each wrapped in its modality's markers.
+
+    `parts` are (modality, tokenizer, local codes, side) as for `SequenceBuilder.media`,
+    with ("text", "text", text ids, {}) for a text segment. Span k (and side k) is
+    segment k. A pretraining sequence: loss on every position, like plain text.
+    """
+    if not parts:
+        raise ValueError("an interleaved document needs at least one segment")
+    b = SequenceBuilder(vocab).special("<|bos|>")
+    b.media(parts)
+    b.special("<|eos|>")
+    b.target(0, b.length)
+    return b
 
 
 def compose_chat(vocab: Vocab, turns: list[tuple[str, np.ndarray]]) -> SequenceBuilder:

@@ -11,6 +11,7 @@ recipe's weights for the group's kind, so the same id always gets the same task
     sensor  sensor_to_label, instruct, sensor
     text    text
     chat    chat
+    interleaved  interleaved  (a `.jsonl` document of text and image/audio segments, in reading order)
 
 A media item without a caption/transcript/label can only be unconditional
 (`image`, `audio`, ...), whatever the weights say. Instruction tasks render as
@@ -29,7 +30,8 @@ import numpy as np
 from dataengine.errors import RecipeError
 
 MEDIA_KINDS = ("image", "audio", "video", "sensor")
-KINDS = MEDIA_KINDS + ("text", "chat")
+KINDS = MEDIA_KINDS + ("text", "chat", "interleaved")
+SINGLE_TASK_KINDS = ("text", "chat", "interleaved")  # one task each: the kind itself
 
 KIND_TASKS: dict[str, tuple[str, ...]] = {
     "image": ("image_to_caption", "caption_to_image", "instruct", "image"),
@@ -38,6 +40,7 @@ KIND_TASKS: dict[str, tuple[str, ...]] = {
     "sensor": ("sensor_to_label", "instruct", "sensor"),
     "text": ("text",),
     "chat": ("chat",),
+    "interleaved": ("interleaved",),
 }
 
 # Understanding (X -> text) and generation (text -> X) in equal parts, so one corpus
@@ -52,6 +55,7 @@ DEFAULT_TASKS: dict[str, dict[str, float]] = {
     "sensor": {"sensor_to_label": 0.7, "instruct": 0.3},
     "text": {"text": 1.0},
     "chat": {"chat": 1.0},
+    "interleaved": {"interleaved": 1.0},
 }
 
 # Several phrasings per kind so the model learns the intent, not one string.
@@ -149,12 +153,12 @@ def choose_tasks(cfg: ComposeConfig, kind: str, ids: list[str], seed: int, paire
                  ) -> list[str]:
     """The task of each id of one kind; `paired[i]` says whether item i has its caption/transcript/label.
 
-    Unpaired media items get the unconditional task (the kind itself); text and chat
-    have a single task each.
+    Unpaired media items get the unconditional task (the kind itself); text, chat and
+    interleaved have a single task each.
     """
     if kind not in KIND_TASKS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
-    if kind in ("text", "chat"):
+    if kind in SINGLE_TASK_KINDS:
         return [kind] * len(ids)
     names = list(KIND_TASKS[kind])
     w = np.array([float(cfg.weights(kind).get(t, 0.0)) for t in names])

@@ -3,7 +3,7 @@
     rows ─► exact: equal (kind, content_hash) ─► one survivor per hash
          ─► near, per kind, among the survivors: shingles of the row's content tokens
              (media kinds: codes inside image/video/audio/sensor spans, captions ignored;
-              text/chat: codes inside text spans) ─► MinHash ─► LSH candidates
+              text/chat/interleaved: codes inside text spans) ─► MinHash ─► LSH candidates
              ─► verified by estimated Jaccard >= threshold ─► connected components
          ─► keep per cluster: highest `quality` (None/NaN -> 0), then smallest id
 
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dataengine.curate import minhash
 from dataengine.errors import RecipeError
 
-TEXT_KINDS = ("text", "chat")                          # content = text spans
+TEXT_KINDS = ("text", "chat", "interleaved")           # content = text spans
 MEDIA_MODALITIES = ("image", "video", "audio", "sensor")  # content of every other kind
 REQUIRED_COLUMNS = ("id", "kind", "content_hash", "quality", "tokens", "spans")
 
@@ -34,10 +34,11 @@ REQUIRED_COLUMNS = ("id", "kind", "content_hash", "quality", "tokens", "spans")
 # and a re-encode flips a few codes, each flip costing n shingles; 2-grams keep re-encodes
 # at J >= 0.77 while crops and other photos stay <= 0.32. 5-grams for BPE text (the usual
 # word-ish shingle: rare to share by chance, an edited word costs ~5-10 shingles).
-DEFAULT_NGRAM = {"text": 5, "chat": 5, "image": 2, "video": 2, "audio": 2, "sensor": 2}
+DEFAULT_NGRAM = {"text": 5, "chat": 5, "interleaved": 5, "image": 2, "video": 2, "audio": 2, "sensor": 2}
 # Verification thresholds on estimated Jaccard: 0.5 sits mid-gap between re-encodes
 # (>= 0.77) and crops/other media (<= 0.32); 0.7 is the customary text near-dup level.
-DEFAULT_THRESHOLD = {"text": 0.7, "chat": 0.7, "image": 0.5, "video": 0.5, "audio": 0.5, "sensor": 0.5}
+DEFAULT_THRESHOLD = {"text": 0.7, "chat": 0.7, "interleaved": 0.7,
+                     "image": 0.5, "video": 0.5, "audio": 0.5, "sensor": 0.5}
 
 
 @dataclass

@@ -4,8 +4,23 @@ Documents are strict UTF-8, NFC-normalised, with ``\\n`` line ends. A JSONL file
 decodes to one entry per non-blank line: a normalised record, or a
 `RejectError` for that line (so one bad line does not cost the whole file).
 
-Records are ``{"text": str}`` or ``{"messages": [{"role", "content"}, ...]}``;
-other top-level keys are kept under ``"meta"`` (present only when non-empty),
+Records are ``{"text": str}``, ``{"messages": [{"role", "content"}, ...]}``,
+or an interleaved document (MMC4 / OBELICS style: text with pictures, or sound,
+in reading order)::
+
+    {"interleaved": [{"text": "A tabby cat ..."}, {"image": "images/chelsea.jpg"},
+                     {"text": "... and a cup of coffee."}, {"image": "images/coffee.jpg"}]}
+
+Each segment holds exactly one of ``"text"`` (a non-empty string), ``"image"``
+or ``"audio"`` (a path RELATIVE TO THE SOURCE ROOT, ``/``-separated, e.g.
+``images/cat.jpg`` or ``shards/000.tar#KEY.jpg``; other keys of a segment, such
+as ``"alt"``, are kept). A reference must be a file discovery would take as that
+modality: no absolute path, ``..``, backslash, URL or hidden component, and an
+image/audio extension (`check_reference`). A record holds at most
+``max_interleaved_media`` image and audio segments. Reading the referenced
+files (confined to the root by `source.read_input`) happens in the decode stage.
+
+Other top-level keys are kept under ``"meta"`` (present only when non-empty),
 and ``"line"`` is the record's 1-based line in the file.
 """
 from __future__ import annotations
@@ -22,6 +37,9 @@ JSONL_EXTS = frozenset({".jsonl"})
 
 MAX_JSON_DEPTH = 20
 ROLES = frozenset({"system", "user", "assistant"})
+RECORD_KEYS = ("text", "messages", "interleaved")
+SEGMENT_MEDIA = ("image", "audio")  # modalities an interleaved segment may reference
+DEFAULT_MAX_MEDIA = 16
 
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -102,14 +120,16 @@ def decode_text(data: bytes, *, max_chars: int = 2_000_000) -> str:
     return text
 
 
-def _normalise_record(obj: Any, where: str) -> dict:
-    """Check one parsed JSON value and return the normalised record (or raise bad_record)."""
+def _normalise_record(obj: Any, where: str, max_media: int = DEFAULT_MAX_MEDIA) -> dict:
+    """Check one parsed JSON value and return the normalised record (or raise bad_record, ...)."""
     if not isinstance(obj, dict):
         raise RejectError("bad_record", f"{where}: a record must be a JSON object, got {type(obj).__name__}")
-    has_text, has_messages = "text" in obj, "messages" in obj
-    if has_text == has_messages:
-        raise RejectError("bad_record", f"{where}: a record needs exactly one of 'text' or 'messages'")
-    extra = {k: v for k, v in obj.items() if k not in ("text", "messages", "meta")}
+    present = [k for k in RECORD_KEYS if k in obj]
+    if len(present) != 1:
+        raise RejectError("bad_record", f"{where}: a record needs exactly one of 'text', 'messages' or "
+                                        f"'interleaved', got {present or 'none'}")
+    has_text, has_messages = present == ["text"], present == ["messages"]
+    extra = {k: v for k, v in obj.items() if k not in (*RECORD_KEYS, "meta")}
     meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
     if "meta" in obj and not isinstance(obj["meta"], dict):
         extra["meta"] = obj["meta"]
@@ -122,8 +142,10 @@ def _normalise_record(obj: Any, where: str) -> dict:
         if not text.strip():
             raise RejectError("bad_record", f"{where}: 'text' is empty")
         record: dict = {"text": text}
-    else:
+    elif has_messages:
         record = {"messages": _normalise_messages(obj["messages"], where)}
+    else:
+        record = {"interleaved": _normalise_segments(obj["interleaved"], where, max_media)}
     if meta:
         record["meta"] = meta
     try:  # "\ud800" escapes parse to lone surrogates, which no UTF-8 writer accepts
@@ -158,7 +180,73 @@ def _normalise_messages(messages: Any, where: str) -> list[dict]:
     return out
 
 
-def _decode_line(raw: bytes, lineno: int, max_record_bytes: int) -> dict:
+def check_reference(ref: Any, modality: str) -> str:
+    """A segment's media reference, checked to be a root-relative file of `modality` discovery would take.
+
+    Raises `RejectError`: ``bad_segment`` (not a non-empty string), ``remote_reference``
+    (a URL), ``unsafe_path`` (absolute, ``..``, backslash), ``hidden_file`` (a component
+    starting with a dot: discovery skips those, so no stamp would cover it) or
+    ``unsupported_extension`` (not an image/audio extension). Reading it is the
+    decode stage's job (`source.read_input` confines it to the root).
+    """
+    from dataengine.decode import modality_of_ext  # noqa: PLC0415  (the package imports this module)
+
+    if not isinstance(ref, str) or not ref.strip():
+        raise RejectError("bad_segment", f"the {modality!r} reference must be a non-empty path string, got {ref!r}")
+    if "://" in ref or ref.startswith("data:"):
+        raise RejectError("remote_reference", f"{ref[:200]!r} is a URL; download it first (e.g. img2dataset) "
+                                              "and reference the local file relative to the source root")
+    parts = ref.split("/")
+    if ref.startswith("/") or "\\" in ref or ".." in parts or (len(ref) > 1 and ref[1] == ":"):
+        raise RejectError("unsafe_path", f"{ref!r} is absolute, uses '\\' or climbs out with '..'; "
+                                         "reference files by their path relative to the source root")
+    if any(p.startswith(".") for p in parts if p):
+        raise RejectError("hidden_file", f"{ref!r} has a hidden component; discovery skips hidden files, "
+                                         "rename it without the leading dot")
+    base = parts[-1].rsplit("#", 1)[-1]
+    ext = "." + base.rsplit(".", 1)[-1] if "." in base else ""
+    if modality_of_ext(ext) != modality:
+        raise RejectError("unsupported_extension", f"{ref!r}: extension {ext or '(none)'!r} is not an "
+                                                   f"{modality} type")
+    return ref
+
+
+def _normalise_segments(segments: Any, where: str, max_media: int) -> list[dict]:
+    """Validate an interleaved document's segments (reasons no_segments, bad_segment, too_many_media, ...)."""
+    if not isinstance(segments, list):
+        raise RejectError("bad_record", f"{where}: 'interleaved' must be a list of segments, "
+                                        f"got {type(segments).__name__}")
+    if not segments:
+        raise RejectError("no_segments", f"{where}: 'interleaved' holds no segments; give at least one "
+                                         '{"text": ...} or {"image": PATH}')
+    n_media = sum(isinstance(s, dict) and any(m in s for m in SEGMENT_MEDIA) for s in segments)
+    if n_media > max_media:
+        raise RejectError("too_many_media", f"{where}: {n_media} image/audio segments (limit "
+                                            f"decode.text.max_interleaved_media={max_media}); split the document "
+                                            "or raise the limit")
+    out = []
+    for i, seg in enumerate(segments):
+        kinds = [k for k in ("text", *SEGMENT_MEDIA) if isinstance(seg, dict) and k in seg]
+        if len(kinds) != 1:
+            got = sorted(seg) if isinstance(seg, dict) else type(seg).__name__
+            raise RejectError("bad_segment", f"{where}: segment {i} ({got}) is not a segment; use exactly one of "
+                                             '{"text": str}, {"image": PATH} or {"audio": PATH}')
+        (kind,) = kinds
+        seg = dict(seg)
+        if kind == "text":
+            if not isinstance(seg["text"], str) or not _normalise(seg["text"]).strip():
+                raise RejectError("bad_segment", f"{where}: segment {i}: 'text' must be a non-empty string")
+            seg["text"] = _normalise(seg["text"])
+        else:
+            try:
+                check_reference(seg[kind], kind)
+            except RejectError as exc:
+                raise RejectError(exc.reason, f"{where}: segment {i}: {exc.detail}") from None
+        out.append(seg)
+    return out
+
+
+def _decode_line(raw: bytes, lineno: int, max_record_bytes: int, max_media: int = DEFAULT_MAX_MEDIA) -> dict:
     """Decode one non-blank JSONL line into a record; raise RejectError naming the line."""
     where = f"line {lineno}"
     if len(raw) > max_record_bytes:
@@ -171,15 +259,17 @@ def _decode_line(raw: bytes, lineno: int, max_record_bytes: int) -> dict:
         obj = loads_json(line)
     except (ValueError, RecursionError) as exc:
         raise RejectError("bad_json", f"{where}: {exc}") from None
-    return _normalise_record(obj, where)
+    return _normalise_record(obj, where, max_media)
 
 
-def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000) -> list[dict | RejectError]:
+def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000,
+                 max_interleaved_media: int = DEFAULT_MAX_MEDIA) -> list[dict | RejectError]:
     """Decode a JSON Lines file into one entry per non-blank line, in file order.
 
     Each entry is a normalised record or the `RejectError` for that line
-    (reasons ``bad_json``, ``bad_record``, ``record_too_large``, ``invalid_utf8``;
-    the detail starts with the 1-based line number). Both carry that line
+    (reasons ``bad_json``, ``bad_record``, ``record_too_large``, ``invalid_utf8``,
+    and for interleaved records ``no_segments``, ``bad_segment``, ``too_many_media``
+    and the `check_reference` reasons; the detail starts with the 1-based line number). Both carry that line
     number: ``record["line"]`` and ``error.line`` (blank lines are skipped, so
     the entry index is not the line).
 
@@ -197,7 +287,7 @@ def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000) -> list[dict
         if not raw.strip():
             continue
         try:
-            record = _decode_line(raw, lineno, max_record_bytes)
+            record = _decode_line(raw, lineno, max_record_bytes, max_interleaved_media)
             record["line"] = lineno
             out.append(record)
         except RejectError as exc:

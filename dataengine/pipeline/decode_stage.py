@@ -34,7 +34,7 @@ DECODED_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("unit_id", pa.string()),
     ("source", pa.string()),
-    ("kind", pa.string()),      # image | audio | video | sensor | text | chat
+    ("kind", pa.string()),      # image | audio | video | sensor | text | chat | interleaved
     ("status", pa.string()),    # ok | reject
     ("path", pa.string()),      # the input this row is about (rejects: the failing one)
     ("stage", pa.string()),
@@ -59,14 +59,25 @@ class DecodeStage:
     stats: bool = True            # compute quality stats (False: stats "{}", e.g. when fitting tokenizers)
     reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar", "stamps")
     writes: tuple[str, ...] = tuple(DECODED_SCHEMA.names)
+    ledger: str | None = None     # the run's crash ledger actor (pipeline.isolation); None: no crash isolation
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from dataengine.pipeline.isolation import UnitGuard, maybe_crash
+
         rows: list[dict] = []
-        for unit in batch.to_pylist():
-            produced = self.decode_unit(unit)
+        units = batch.to_pylist()
+        guard = UnitGuard(self.ledger, [u["unit_id"] for u in units])  # one round trip per batch
+        for unit in units:
+            if guard.rejected(unit["unit_id"]):  # it killed the worker max_unit_crashes times: never again
+                produced = self._media_failed(unit, None, "decoder_crashed", guard.detail(unit))
+            else:
+                guard.started(unit["unit_id"])
+                maybe_crash(unit["media"])  # fault injection (DATAENGINE_CRASH_ON); nothing when unset
+                produced = self.decode_unit(unit)
             for r in produced:
                 r["unit_rows"] = len(produced)
             rows.extend(produced)
+        guard.finished()
         return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
     # ------------------------------------------------------------------------------------
@@ -191,7 +202,8 @@ class DecodeStage:
 
     def _jsonl(self, u: dict, data: bytes, lineage0: dict) -> list[dict]:
         out = []
-        records = D.decode_jsonl(data, max_record_bytes=self.decode.text.max_record_bytes)
+        records = D.decode_jsonl(data, max_record_bytes=self.decode.text.max_record_bytes,
+                                 max_interleaved_media=self.decode.text.max_interleaved_media)
         if not records:
             return [_reject(u, u["media"], "decode", "empty_file", "the .jsonl file holds no records")]
         line = 0
@@ -202,9 +214,21 @@ class DecodeStage:
                 out.append(_reject(u, path, "decode", rec.reason, rec.detail))
                 continue
             lin = [{"path": path, "sha256": lineage0["sha256"], "role": "record"}]
-            kind = "chat" if "messages" in rec else "text"
+            kind = "chat" if "messages" in rec else "interleaved" if "interleaved" in rec else "text"
             rid = hashlib.sha256(f"{u['unit_id']}#L{line}".encode()).hexdigest()[:24]
             meta = {"record": rec}
+            if kind == "interleaved":  # its images/audio are read here; one bad reference rejects the record
+                try:
+                    arrays, described = self._interleaved(u, rec, meta)
+                except RejectError as e:
+                    out.append(_reject(u, path, "decode", e.reason, f"line {line}: {e.detail}"))
+                    continue
+                except Exception as e:  # a decoder bug costs this record, not the file
+                    out.append(_reject(u, path, "decode", "decoder_error", f"line {line}: {type(e).__name__}: "
+                                                                            f"{e} | {_last_frame(e)}"))
+                    continue
+                out.append(_ok(u, rid, kind, lin, meta, arrays, described, path=path))
+                continue
             if kind == "chat":  # canonical JSON of the turns: the same conversation hashes the same
                 text = json.dumps([[m["role"], m["content"]] for m in rec["messages"]], ensure_ascii=False)
                 described = self._describe("chat", {}, text, {"messages": rec["messages"]}, meta)
@@ -212,6 +236,50 @@ class DecodeStage:
                 described = self._describe("text", {}, rec["text"], {"text": rec["text"]}, meta)
             out.append(_ok(u, rid, kind, lin, meta, {}, described, path=path))
         return out
+
+    def _interleaved(self, u: dict, rec: dict, meta: dict) -> tuple[dict, tuple[str, str]]:
+        """Decode an interleaved record's referenced media: (arrays at the tokenizer's size, (hash, stats)).
+
+        Array ``"image.K"`` / ``"audio.K"`` is segment K. `meta` gets ``segments``
+        (the record's, each media one with its file's sha256) and ``text`` (the text
+        segments joined by blank lines, measured by the text stats); the record in
+        meta keeps its other keys. content_hash covers the segment order, the texts
+        and the FULL-resolution decoded media. Referenced files are read confined to
+        the source root (`read_input`) without a discovery stamp: each is its own
+        unit too, whose stamp the candidates cache key holds.
+        """
+        c, root = self.decode, Path(u["root"])
+        full, arrays, segments = {}, {}, []
+        for k, seg in enumerate(rec["interleaved"]):
+            mod = next((m for m in ("image", "audio") if m in seg), None)
+            if mod is None:
+                segments.append(seg)
+                continue
+            ref = seg[mod]
+            if mod not in self.modalities or (mod == "image" and self.image_size is None):
+                raise RejectError("no_tokenizer", f"segment {k} references {mod} {ref!r} and the recipe has no "
+                                                  f"`tokenizers.{mod}`; add one to keep interleaved {mod}")
+            try:
+                raw = _read(root, ref, c.max_file_bytes)
+                if mod == "image":
+                    full[f"image.{k}"] = img = D.decode_image(raw, max_pixels=c.image.max_pixels)
+                    arrays[f"image.{k}"] = D.square_resize(img, self.image_size)
+                    segments.append({**seg, "sha256": _sha(raw), "width": int(img.shape[1]),
+                                     "height": int(img.shape[0])})
+                else:
+                    wave, info = D.decode_audio(raw, sample_rate=c.audio.sample_rate, max_seconds=c.audio.max_seconds)
+                    full[f"audio.{k}"] = arrays[f"audio.{k}"] = wave.astype(np.float32, copy=False)
+                    segments.append({**seg, "sha256": _sha(raw), "duration_s": info.get("duration_s")})
+            except RejectError as e:
+                reason = f"missing_{mod}" if e.reason == "vanished" else e.reason
+                detail = "no such file under the source root" if e.reason == "vanished" else e.detail
+                raise RejectError(reason, f"segment {k} ({mod} {ref!r}): {detail}") from None
+        meta["record"] = {key: v for key, v in rec.items() if key != "interleaved"}
+        meta["segments"] = segments
+        meta["text"] = "\n\n".join(s["text"] for s in segments if "text" in s)
+        canon = json.dumps([["text", s["text"]] if "text" in s else [next(m for m in ("image", "audio") if m in s)]
+                            for s in segments], ensure_ascii=False)
+        return arrays, self._describe("text", full, canon, {"text": meta["text"]}, meta)
 
 
 def _read(root: Path, rel: str, max_bytes: int, stamps: str | None = None) -> bytes:

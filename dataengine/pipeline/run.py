@@ -47,20 +47,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                       ignore_reinit_error=True)
-        if address:
+        if address and address != "local":
             ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+        else:  # "local" starts a fresh Ray even when `ray start` left a cluster address behind
+            ray.init(address=address, num_cpus=num_cpus, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    quiet = os.environ.get("CI") or not sys.stderr.isatty()
+    from dataengine.progress import progress_enabled  # one rule for every bar: DATAENGINE_PROGRESS, CI, tty
+
+    quiet = not progress_enabled(sys.stderr)
     ctx.enable_progress_bars = not quiet
     ctx.print_on_execution_start = False
     return ray
 
 
 def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = None,
-                 address: str | None = None, log=print) -> dict:
-    """Run `recipe` and write OUT; returns the manifest."""
+                 address: str | None = None, log=print, report: bool = True) -> dict:
+    """Run `recipe` and write OUT; returns the manifest. `report=False` skips OUT/report.html."""
     t0 = time.time()
     output = Path(output).resolve()
     sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
@@ -108,7 +110,8 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     manifest = build_manifest(recipe, vocab, shards, stats)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     try:  # the report is part of the same atomic swap; a report bug must not lose the shards
-        build_report(staging)
+        if report:  # off with `run --no-report` (the DVC `report` stage builds it once, with the full eval)
+            build_report(staging)
     except Exception as e:
         log(f"report not written ({type(e).__name__}: {e}); `dataengine report {output}` retries it")
     _swap_into_place(staging, output)
@@ -153,6 +156,8 @@ def _execute(recipe: Recipe, units: list, tokdir: Path, roles: list[str], vocab_
     ray = init_ray(address)
     from ray.data import ActorPoolStrategy
 
+    from dataengine.pipeline.isolation import RunLedger
+
     ex = recipe.execution
     resources = ray.cluster_resources()
     gpu = 1 if resources.get("GPU", 0) >= 1 else 0  # never ask for a GPU that is not there
@@ -161,9 +166,26 @@ def _execute(recipe: Recipe, units: list, tokdir: Path, roles: list[str], vocab_
         raise RecipeError(
             f"the Ray cluster has {resources.get('CPU', 0):g} CPUs but execution.decode_num_cpus + "
             f"execution.tokenize_num_cpus = {need:g}; lower them (fractions such as 0.5 are fine)")
-    decode = decode_stage_for(recipe)
     units = [u.to_row() for u in units]
-    ds = ray.data.from_items(units, override_num_blocks=max(1, min(len(units) // ex.decode_batch, 256)))
+    # One Ray task per block. ~8 decode batches per block keep the per-task overhead (scheduling, ~0.05-0.1 s,
+    # as long as an 8-unit batch) small; but at least 4 blocks per CPU, when there are units enough, fill the cores.
+    cpus = resources.get("CPU", 1)
+    blocks = max(1, min(-(-len(units) // (8 * ex.decode_batch)), 1024),
+                 min(len(units) // ex.decode_batch, int(4 * cpus)))
+    if ex.tokenize_actors > 0:
+        pool = ActorPoolStrategy(min_size=ex.tokenize_min_actors, max_size=ex.tokenize_actors)
+    else:  # auto: one actor per GPU, else per tokenize_num_cpus CPUs (less room for unfused decode tasks)
+        spare = 0.0 if ex.decode_num_cpus == ex.tokenize_num_cpus else ex.decode_num_cpus
+        n = max(1, int(resources.get("GPU", 1)) if gpu else int((cpus - spare) // ex.tokenize_num_cpus))
+        pool = ActorPoolStrategy(min_size=n, max_size=n)  # all up front: growing mid-run waits on model loading
+    ledger = RunLedger(ex.max_unit_crashes)  # a sample that kills its worker: a reject, not endless retries
+    decode = dataclasses.replace(decode_stage_for(recipe), ledger=ledger.name)
+    # every actor of the pool up (tokenizers loaded) before the first block is handed out: otherwise the
+    # first actor ready (the driver's node) takes all of a small run, and later actors idle behind model loading
+    ray.data.DataContext.get_current().wait_for_min_actors_s = 600
+    ds = ray.data.from_items(units, override_num_blocks=blocks)
+    # no max_retries here: any remote arg stops Ray Data fusing decode into the tokenize actors; its default
+    # (retry until done) is safe because the ledger rejects a sample that keeps killing its worker
     ds = ds.map_batches(TracedDecode(decode), batch_size=ex.decode_batch, batch_format="pyarrow",
                         num_cpus=ex.decode_num_cpus)
     ds = ds.map_batches(
@@ -172,11 +194,14 @@ def _execute(recipe: Recipe, units: list, tokdir: Path, roles: list[str], vocab_
                                "compose": dataclasses.asdict(recipe.compose), "seed": recipe.seed,
                                "token_recon": recipe.curate.token_recon},
         batch_size=ex.tokenize_batch, batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=ex.tokenize_min_actors, max_size=max(1, ex.tokenize_actors)),
+        compute=pool,
         num_cpus=ex.tokenize_num_cpus, num_gpus=gpu,
     )
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        sink(batch)
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            sink(batch)
+    finally:
+        ledger.close()
 
 
 def _rejects_table(discover_rejects: list[dict], rejected: pa.Table, ok: pa.Table, drops) -> pa.Table:

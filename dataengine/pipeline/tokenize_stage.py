@@ -9,8 +9,11 @@ curation fills later, with `stats` as JSON) plus the reject columns, with
 every input reaches the writer.
 
 Each item becomes ONE sequence, of the task drawn for its id (`compose.tasks`):
-see `dataengine.compose.tasks`. `meta.compose` records the task and the
-instruction template. `stats` is the decoded row's stats merged with the
+see `dataengine.compose.tasks`. An interleaved document (kind "interleaved")
+becomes one sequence of its segments in order (`compose.sequence.compose_interleaved`):
+text segments through the text tokenizer, arrays ``image.K`` / ``audio.K`` (segment
+K) through the image / audio tokenizer, batched with the other items' media.
+`meta.compose` records the task and the instruction template. `stats` is the decoded row's stats merged with the
 tokenizer-derived ones (`curate.stats.token_stats`); with `token_recon` the
 codes are decoded again to measure the reconstruction error (`recon_mse`).
 """
@@ -25,7 +28,7 @@ import torch
 from safetensors.numpy import load as st_load
 
 from dataengine.compose.instruct import compose_task
-from dataengine.compose.sequence import compose_chat
+from dataengine.compose.sequence import compose_chat, compose_interleaved
 from dataengine.compose.tasks import ComposeConfig, choose_tasks, choose_template
 from dataengine.curate.stats import token_stats
 from dataengine.jsonable import numpy_default
@@ -40,6 +43,7 @@ RESULT_SCHEMA = pa.schema(
     + [pa.field("unit_id", pa.string()), pa.field("unit_rows", pa.int32())]  # for resuming a killed run
 )
 ROLE_OF = {"image": "image", "frames": "video", "audio": "audio", "sensor": "sensor"}  # array key -> tokenizer
+SEGMENT_SEP = "."  # interleaved arrays are "<key>.<segment index>": "image.3" is segment 3, an image
 PRIMARY = {"image": "image", "video": "frames", "audio": "audio", "sensor": "sensor"}  # kind -> array it is about
 
 
@@ -92,25 +96,29 @@ class TokenizeStage:
     # ------------------------------------------------------------------------------------
     def _encode_media(self, arrays: dict[int, dict]) -> dict[int, dict]:
         """Batch-encode media per array key across the batch: {row index: {key: (codes, side) | Exception}}."""
-        jobs: dict[str, list[tuple[int, np.ndarray]]] = {}
+        jobs: dict[str, list[tuple[int, str, np.ndarray]]] = {}
         for i, arrs in arrays.items():
-            for key, arr in arrs.items():
-                jobs.setdefault(key, []).append((i, arr))
+            for key, arr in arrs.items():  # "image.3" (an interleaved segment) batches with "image"
+                jobs.setdefault(key.split(SEGMENT_SEP, 1)[0], []).append((i, key, arr))
         result: dict[int, dict] = {}
-        for key, items in jobs.items():
-            tok = self.toks[ROLE_OF[key]]
+        for base, items in jobs.items():
+            if base not in ROLE_OF or ROLE_OF[base] not in self.toks:
+                for i, key, _ in items:
+                    result.setdefault(i, {})[key] = KeyError(f"no tokenizer for array {key!r}")
+                continue
+            tok = self.toks[ROLE_OF[base]]
             try:
                 with torch.inference_mode():
-                    codes = tok.encode_batch([a for _, a in items])
+                    codes = tok.encode_batch([a for _, _, a in items])
             except Exception:  # fall back to one at a time so a single bad item is isolated
                 codes = []
-                for _, a in items:
+                for _, _, a in items:
                     try:
                         with torch.inference_mode():
                             codes.append(tok.encode(a))
                     except Exception as e:
                         codes.append(e)
-            for (i, _), c in zip(items, codes):
+            for (i, key, _), c in zip(items, codes):
                 result.setdefault(i, {})[key] = c
         return result
 
@@ -124,7 +132,7 @@ class TokenizeStage:
         jobs: dict[str, list[int]] = {}
         for i, enc in encoded.items():
             key = _primary_key(arrays[i])  # the video's own audio track is not measured
-            if not isinstance(enc.get(key), (tuple, list)):
+            if key not in ROLE_OF or not isinstance(enc.get(key), (tuple, list)):  # interleaved: not measured
                 continue
             jobs.setdefault(key, []).append(i)
         out: dict[int, float | None] = {}
@@ -147,6 +155,25 @@ class TokenizeStage:
             self._prompts[template] = np.asarray(self.toks["text"].encode(template)[0])
         return self._prompts[template]
 
+    def _interleaved(self, meta: dict, enc: dict) -> tuple:
+        """(builder, task, codes for the token stats, their codebook size) of an interleaved document.
+
+        Segment k is span k: text through the text tokenizer, media from ``enc["image.k"]``
+        (its side also records ``segment``). The token stats are the text's, like a text document's.
+        """
+        text, parts, text_ids = self.toks["text"], [], []
+        for k, seg in enumerate(meta["segments"]):
+            if "text" in seg:
+                ids = np.asarray(text.encode(seg["text"])[0])
+                parts.append(("text", "text", ids, {}))
+                text_ids.append(ids)
+                continue
+            mod = "image" if "image" in seg else "audio"
+            codes, side = enc[f"{mod}{SEGMENT_SEP}{k}"]
+            parts.append((mod, mod, codes, {**side, "segment": k}))
+        codes = np.concatenate(text_ids) if text_ids else np.zeros(0, np.int32)
+        return compose_interleaved(self.vocab, parts), "interleaved", codes, text.vocab_size
+
     def _sequence(self, r: dict, enc: dict, recon: float | None) -> dict:
         meta = json.loads(r["meta"])
         text = self.toks["text"]
@@ -155,7 +182,9 @@ class TokenizeStage:
                 raise val
         kind = r["kind"]
         template = None
-        if kind == "chat":
+        if kind == "interleaved":
+            b, task, codes, size = self._interleaved(meta, enc)
+        elif kind == "chat":
             turns = [(m["role"], np.asarray(text.encode(m["content"])[0])) for m in meta["record"]["messages"]]
             b, task = compose_chat(self.vocab, turns), "chat"
             codes, size = (np.concatenate([t for _, t in turns]) if turns else np.zeros(0, np.int32)), text.vocab_size

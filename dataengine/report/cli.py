@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EXAMPLE = "dataengine report out/demo"
+EXAMPLE = "dataengine report out/demo\n  dataengine report out/demo --gallery 4"
 HELP = ("Write OUT/report.html: one self-contained page (plots and media embedded, no network) with inputs and "
         "rejects, stats against thresholds, dedup clusters, tokens before/after the mixture, sequence lengths, "
         "tokenizer fidelity with originals beside reconstructions, and lineage from file to shard.")

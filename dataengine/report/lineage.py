@@ -11,7 +11,7 @@ from dataengine.report.html import Raw, Section, esc, table
 
 META_KEYS = ("width", "height", "frames", "fps", "duration_s", "sample_rate", "rate_hz", "channels", "label",
              "truncated")
-KINDS = ("image", "video", "audio", "sensor", "text", "chat")
+KINDS = ("image", "video", "audio", "sensor", "text", "chat", "interleaved")
 
 
 def pick_lineage(data) -> list[str]:

@@ -233,7 +233,7 @@ def _member(data, source: str, path: str, kind: str, label: str) -> str:
         if f is not None and kind == "image":
             shown = img(media.png_bytes(media.thumbnail(media.decode_original("image", f, {}, sample_rate=16000),
                                                         96)), "image/png", path)
-        elif f is not None and kind in ("text", "chat"):
+        elif f is not None and kind in ("text", "chat", "interleaved"):
             shown = f'<pre class="text" style="max-width:260px;max-height:90px">{esc(media.read_text(f, 240))}</pre>'
     except Exception as e:  # a moved or damaged original: say so, do not fail the report
         shown = f'<i class="report-error">original unreadable ({esc(type(e).__name__)}: {esc(str(e)[:80])})</i>'

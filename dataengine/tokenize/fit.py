@@ -17,6 +17,7 @@ from safetensors.numpy import load as st_load
 
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
+from dataengine.progress import bar_safe, progress
 from dataengine.recipe import Recipe
 from dataengine.tokenize.base import CARD_FILE, read_card, resolve_params
 from dataengine.tokenize.registry import get_family, load_tokenizer
@@ -87,7 +88,10 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         for r in short:
             samples[r] += held[r]
     summary = {}
-    for role in roles:
+    bar = progress(roles, "fit tokenizers", unit="tokenizer")  # each trained family adds its own step bar
+    log = bar_safe(log)
+    for role in bar:
+        bar.set_postfix_str(role, refresh=False)
         items = samples[role]
         if len(items) < recipe.fit.min_items:
             raise RecipeError(
@@ -189,12 +193,12 @@ def collect_samples(recipe: Recipe, units: list, stage, log=print) -> dict[str, 
         by_kind.setdefault(u.kind, []).append(u)
     samples: dict[str, list] = {role: [] for role in FIT_ORDER}
     t0 = time.time()
-    for kind, group in sorted(by_kind.items()):
-        for u in group[:cap]:
-            for row in stage.decode_unit(u.to_row()):
-                if row["status"] != "ok":
-                    continue
-                _route(row, samples)
+    picked = [u for _, group in sorted(by_kind.items()) for u in group[:cap]]
+    for u in progress(picked, "decode fitting sample", unit="group"):
+        for row in stage.decode_unit(u.to_row()):
+            if row["status"] != "ok":
+                continue
+            _route(row, samples)
     for role in samples:  # keep each role's sample bounded (video frames, captions)
         samples[role] = samples[role][: cap * (20 if role == "text" else 4)]
     counts = {r: len(v) for r, v in samples.items() if v}

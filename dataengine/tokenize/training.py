@@ -9,7 +9,8 @@
             `min_delta` (1%) for `patience` evaluations in a row
 
 It logs one line per ~10% of the steps (train loss, last validation loss,
-elapsed seconds, steps/s) and returns the best weights with a few facts about
+elapsed seconds, steps/s), shows a progress bar on a terminal (`dataengine.progress`:
+off in CI, never a different number), and returns the best weights with a few facts about
 the run. It does not seed anything itself: call it inside ``base.seeded(seed)``
 (one CPU thread, deterministic kernels) so that the same seed and samples give
 bitwise-identical weights.
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from dataengine.progress import bar_safe, progress
 from dataengine.tokenize.base import cosine_lr
 
 MIN_DELTA = 0.01  # an evaluation "improves" when val < reference * (1 - MIN_DELTA)
@@ -92,6 +94,8 @@ def train(
     best_val, best_step, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     reference, bad_evals, last_val, stopped_early = math.inf, 0, math.nan, False
     step = 0
+    bar = progress(steps, f"fit {tag}", unit="step")
+    log = bar_safe(log)
     for step in range(1, steps + 1):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step - 1, steps, lr)
@@ -100,6 +104,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        bar.update(1)
 
         last = step == steps
         if step % eval_every == 0 or last:
@@ -120,6 +125,7 @@ def train(
             log(f"[{tag}] stopped early at step {step}/{steps}: val loss did not improve by "
                 f"{min_delta:.0%} in {patience} evaluations; best {best_val:.4f} at step {best_step}")
             break
+    bar.close()
     facts = {
         "steps_run": step,
         "best_step": best_step,

@@ -5,9 +5,14 @@ import argparse
 from pathlib import Path
 
 TRAIN_EXAMPLE = ("dataengine train trainer/tiny.yaml --shards out/demo --set run.steps=100\n"
+                 "  dataengine train trainer/tiny.yaml --shards out/demo --resume\n"
+                 "  dataengine train trainer/sft.yaml --shards out/demo --out runs/tiny-sft "
+                 "--set run.init_from=runs/tiny\n"
                  "  torchrun --nproc_per_node 2 -m dataengine.train.cli train trainer/small-gpu.yaml --shards out/demo")
 GENERATE_EXAMPLE = ('dataengine generate runs/tiny-sft --chat --prompt-text "Describe this image." '
-                    "--prompt-file data/demo-corpus/images/cat.png --to out/generated")
+                    "--prompt-file data/demo-corpus/images/cat.png --to out/generated\n"
+                    '  dataengine generate runs/tiny --prompt-text "A photo of a cat." --then image --temperature 0 '
+                    "--to out/generated-image")
 
 
 def _cmd_train(args) -> int:

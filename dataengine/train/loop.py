@@ -9,6 +9,8 @@ gradient averaging divides back out).
 Exact resume: fp32, `torch.use_deterministic_algorithms(True)`, the loader's
 per-worker state, the RNG state and the optimizer tensors are all in the
 checkpoint, and every logged number of a step depends only on that state.
+The progress bar (`dataengine.progress`: first rank only, off in CI) reads no
+tensor and no random state: it shows the loss already logged, at log steps only.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from dataengine.errors import RecipeError
+from dataengine.progress import bar_safe, progress
 from dataengine.train import checkpoint as ck
 from dataengine.train.config import TrainConfig
 from dataengine.train.loader import PackedLoader, finite_batches
@@ -115,7 +118,7 @@ def train(cfg: TrainConfig, shards: Path, *, resume: bool = False, overwrite: bo
 def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log) -> dict:
     rank, world, device = _setup_distributed(cfg)
     main = rank == 0
-    say = log if main else (lambda *a, **k: None)
+    say = bar_safe(log) if main else (lambda *a, **k: None)
     if cfg.run.deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -214,6 +217,7 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
     model.train()
     t_last, tokens_since = time.perf_counter(), 0
     end = min(cfg.run.steps, cfg.run.stop_after or cfg.run.steps)
+    bar = progress(end, "train", initial=start, unit="step", disable=not main)
     for step in range(start + 1, end + 1):
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
@@ -248,10 +252,13 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
             say(f"step {step}/{cfg.run.steps}: loss {rec['loss']:.4f} lr {lr:.2e} {tps:,.0f} tok/s "
                 f"mfu {rec['mfu']:.2%}")
             t_last, tokens_since = time.perf_counter(), 0
+            bar.set_postfix_str(f"loss {rec['loss']:.4f}", refresh=False)
+        bar.update(1)
         if step % cfg.run.eval_every == 0 or step == cfg.run.steps:
             run_eval(step)
         if step % cfg.run.checkpoint_every == 0 or step == end:
             checkpoint(step)
+    bar.close()
     if main:
         records = read_metrics(run_dir / "metrics.jsonl")
         png = plot_curves(records, run_dir / "loss_curve.png", title=f"{run_dir.name}: loss per step")
