@@ -14,10 +14,11 @@ import platform
 import shlex
 import shutil
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
+
+from dataengine.proctree import Sampler, TreeRss, descendants, process_table  # noqa: F401  (TreeRss: scaling.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -149,128 +150,43 @@ def work_dir(arg: str | None) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------- memory
-class TreeRss:
-    """Peak resident memory of this process and all its descendants (local Ray's workers), sampled in a thread.
-
-    `peak_total` is the largest sum over the tree seen in one sample, `peak_one` the
-    largest single process. Ray started by this process (raylet, GCS, workers) is
-    in the tree.
-    """
-
-    def __init__(self, every_s: float = 0.1):
-        self.every_s, self.peak_total, self.peak_one, self.samples = every_s, 0, 0, 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def sample(self) -> int:
-        parent: dict[int, int] = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    stat = Path(f"/proc/{d}/stat").read_text()
-                    parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    pass
-        children: dict[int, list[int]] = {}
-        for pid, pp in parent.items():
-            children.setdefault(pp, []).append(pid)
-        tree, frontier = {os.getpid()}, [os.getpid()]
-        while frontier:
-            for c in children.get(frontier.pop(), []):
-                if c not in tree:
-                    tree.add(c)
-                    frontier.append(c)
-        rss = []
-        for pid in tree:
-            try:
-                rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self._page)
-            except (OSError, ValueError, IndexError):
-                pass
-        self.peak_total = max(self.peak_total, sum(rss))
-        self.peak_one = max(self.peak_one, max(rss, default=0))
-        self.samples += 1
-        return sum(rss)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.every_s)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-    def as_dict(self) -> dict:
-        return {"peak_tree_rss_mib": round(self.peak_total / 2**20, 1),
-                "peak_single_process_rss_mib": round(self.peak_one / 2**20, 1), "samples": self.samples}
-
-
+# ---------------------------------------------------------------------------------------- processes
 def tree_cpu() -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) of this process and every descendant: {pid: (name, seconds)}.
 
     The name is the process title (Ray workers set theirs, e.g. ``ray::MapWorker(...)``).
     """
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
-                stats[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
-            except (OSError, ValueError, IndexError):
-                pass
-    children: dict[int, list[int]] = {}
-    for pid, (pp, _) in stats.items():
-        children.setdefault(pp, []).append(pid)
-    out, frontier = {}, [os.getpid()]
-    while frontier:
-        pid = frontier.pop()
+    table = process_table()
+    out = {}
+    for pid in descendants(table):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
-        out[pid] = (Path(title).name if title.startswith("/") else title, stats.get(pid, (0, 0.0))[1])
-        frontier += children.get(pid, [])
+        f = table.get(pid)
+        sec = (int(f[11]) + int(f[12])) / tick if f else 0.0
+        out[pid] = (Path(title).name if title.startswith("/") else title, sec)
     return out
 
 
-class CpuSampler:
+class CpuSampler(Sampler):
     """`tree_cpu` every `every_s` in a thread: each process's last CPU reading and its most telling title
     (a Ray worker is ``ray::IDLE`` before and after its task). A process that ends loses at most one period."""
 
     def __init__(self, every_s: float = 0.5):
         self.every_s, self.seen, self.before = every_s, {}, {}
-        self._stop = threading.Event()
 
-    def _take(self) -> None:
+    def sample(self) -> None:
         for pid, (name, sec) in tree_cpu().items():
             old = self.seen.get(pid)
             if old is not None and (name == "ray::IDLE" or not name.startswith("ray::")):
                 name = old[0]
             self.seen[pid] = (name, sec)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self._take()
-
     def __enter__(self):
         self.before = tree_cpu()
-        self._take()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._take()
+        return super().__enter__()
 
     def by_process(self) -> dict[str, float]:
         return cpu_by_process(self.before, self.seen, os.getpid())

@@ -3,8 +3,6 @@ the run completes, the good files beside it are unaffected, and memory stays bou
 from __future__ import annotations
 
 import inspect
-import os
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from corpus_factory import make_mixed_corpus, tiny_recipe
 import dataengine.pipeline.decode_stage as decode_stage
 import dataengine.pipeline.run as run_mod
 from dataengine.pipeline.run import run_pipeline
+from dataengine.proctree import TreeRss
 from dataengine.recipe import load_recipe
 from dataengine.tokenize.fit import ensure_tokenizers
 
@@ -23,53 +22,6 @@ from hostile.make_hostile import HOSTILE_DECODE, make_hostile
 # tar members and files that change after discovery need the decode stage to read through
 # dataengine.decode.read_input (it checks the discovery stamps and reads tar members)
 WIRED = "read_input" in inspect.getsource(decode_stage)
-
-
-class TreeRss:
-    """Peak resident memory of this process and all its descendants (the Ray workers), sampled."""
-
-    def __init__(self, every_s: float = 0.05):
-        self.every_s, self.peak_total, self.peak_one = every_s, 0, 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self) -> None:
-        parent: dict[int, int] = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    stat = Path(f"/proc/{d}/stat").read_text()
-                    parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    pass
-        tree, frontier = {os.getpid()}, [os.getpid()]
-        while frontier:
-            p = frontier.pop()
-            kids = [c for c, pp in parent.items() if pp == p and c not in tree]
-            tree.update(kids)
-            frontier += kids
-        rss = []
-        for pid in tree:
-            try:
-                rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self._page)
-            except (OSError, ValueError, IndexError):
-                pass
-        self.peak_total = max(self.peak_total, sum(rss))
-        self.peak_one = max(self.peak_one, max(rss, default=0))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.every_s)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture(scope="module")
