@@ -10,12 +10,13 @@ child and all its descendants (the Ray raylet, GCS and workers) every 0.25 s:
 the peak of their sum, and the peak of any single process.
 
 Throughput: steady-state rows/s (first to last result batch at the driver) and
-the whole run's rows/s (Ray start excluded). The sizes run minutes apart, so a
-change of machine load would read as a change of throughput: each size first
-times the ideal single-process loop on one copy (as `pipeline_efficiency.py`),
-and the compared number is steady rows/s over that ideal x CPUs. Targets: that
-throughput flat within 15% (slowest >= 0.85 x fastest size) and peak tree
-memory at the largest size within 1.3x of the smallest.
+the whole run's rows/s (Ray start excluded). Target: steady rows/s flat within
+15% (slowest >= 0.85 x fastest size), and peak tree memory at the largest size
+within 1.3x of the smallest. The sizes run minutes apart, so run it on a quiet
+machine: each size also times the ideal single-process loop on one copy (as
+`pipeline_efficiency.py`) and records steady rows/s over that ideal x CPUs, a
+check that the load did not change between sizes (reported, not judged: the
+short ideal is noisier than the runs).
 """
 from __future__ import annotations
 
@@ -91,14 +92,17 @@ def main(argv=None) -> int:
         log(f"{n}x: steady {r['steady_rows_per_s']} rows/s, run {r['run_rows_per_s']} rows/s, peak memory "
             f"{r['memory']['peak_tree_rss_mib']} MiB (one process {r['memory']['peak_single_process_rss_mib']} MiB) "
             f"[{time.time() - t0:.0f}s]")
+    # Judged: raw steady rows/s, slowest size over fastest (the issue's "throughput flat"). The efficiency
+    # (over a one-copy ideal timed just before each size) is kept as a load check, not judged: that short
+    # ideal is itself noisy (41.7 to 60.8 rows/s across three sizes on a quiet machine), more than the runs.
     eff = [r["efficiency"] for r in runs]
-    flat = min(eff) / max(eff)
     raw = [r["steady_rows_per_s"] for r in runs]
+    flat = min(raw) / max(raw)
     mem = runs[-1]["memory"]["peak_tree_rss_mib"] / runs[0]["memory"]["peak_tree_rss_mib"]
     result = {
         "targets": {"throughput_flat": FLAT, "memory_growth": MEMORY},
         "throughput_min_over_max": round(flat, 3), "throughput_pass": bool(flat >= FLAT),
-        "raw_steady_rows_per_s_min_over_max": round(min(raw) / max(raw), 3),
+        "efficiency_min_over_max": round(min(eff) / max(eff), 3), "load_average_1m": os.getloadavg()[0],
         "memory_largest_over_smallest": round(mem, 3), "memory_pass": bool(mem <= MEMORY),
         "run_rows_per_s_min_over_max": round(min(r["run_rows_per_s"] for r in runs)
                                              / max(r["run_rows_per_s"] for r in runs), 3),
@@ -111,8 +115,8 @@ def main(argv=None) -> int:
               f"{r['run_rows_per_s']:>12.1f}"
               f"{r['run_seconds']:>8.1f}{r['memory']['peak_tree_rss_mib']:>15.0f}"
               f"{r['memory']['peak_single_process_rss_mib']:>17.0f}")
-    print(f"throughput (efficiency: steady rows/s over the ideal measured just before) slowest/fastest {flat:.3f} "
-          f"(target >= {FLAT}); raw rows/s {min(raw) / max(raw):.3f}; peak memory {sizes[-1]}x/{sizes[0]}x "
+    print(f"throughput (steady rows/s) slowest/fastest {flat:.3f} (target >= {FLAT}); over the ideal timed "
+          f"before each size {min(eff) / max(eff):.3f}; peak memory {sizes[-1]}x/{sizes[0]}x "
           f"{mem:.3f} (target <= {MEMORY})")
     benchlib.write_result(args.name, result, Path(args.results))
     return 0
