@@ -34,11 +34,12 @@ import shlex
 import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+
+import benchlib
 
 from dataengine.tokenize.base import read_card
 from dataengine.tokenize.registry import load_tokenizer
@@ -178,16 +179,6 @@ def machine() -> dict:
     return info
 
 
-def versions() -> dict:
-    out = {}
-    for pkg in ("dataengine",) + PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizers", required=True, help="fitted tokenizers: DIR/<role>/card.yaml")
@@ -220,7 +211,7 @@ def main() -> None:
         save_items(items, Path(args.save_items))
     report = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "cwd": os.getcwd(), "machine": machine(), "versions": versions(),
+        "cwd": os.getcwd(), "machine": machine(), "versions": benchlib.versions(("dataengine",) + PACKAGES),
         "settings": {"batch": args.batch, "max_items": args.max_items, "repeat": args.repeat,
                      "threads": args.threads, "recipe": args.recipe, "input": args.input,
                      "items": args.items},
