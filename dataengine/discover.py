@@ -14,10 +14,20 @@ out with ``..`` are rejected, never followed (`decode.source.check_member`).
 Every file or member found ends up in a unit or in a discovery reject
 (unsupported extension, hidden file, symlink leaving the root or looping, a
 name that is not UTF-8, a sidecar with no media, a file over the size cap, an
-unsafe tar member). Each unit carries the size and mtime discovery saw
-(`stamps`), so the decoder can refuse a file that changed in between.
+unsafe tar member); only shard metadata is neither (`Discovered.metadata`).
+Each unit carries the size and mtime discovery saw (`stamps`), so the decoder
+can refuse a file that changed in between.
 Discovery runs on the driver: it only lists and stats files (and tar headers),
 which is cheap next to decoding them.
+
+A source root may be a URI (``s3://bucket/prefix``, anything `dataengine.storage`
+reaches): its listing is grouped exactly like the same files on disk (same unit
+ids, kinds, captions, sidecars, tar members, rejects), in the same order. Object
+stores have no symlinks; a key with ``..``/``.``/empty segments or a backslash is
+rejected (``unsafe_path``, `decode.source.check_key`), keys under a folder whose
+name starts with a dot are skipped like hidden folders on disk, and a stamp is
+[size, LastModified in ns]. Tar shards are listed with ranged reads of the
+headers (`storage.ReadAhead`), never downloaded whole unless their members are small.
 
 Interleaved documents (`.jsonl` records with ``"interleaved"`` segments, see
 `decode.text`) reference images and audio by path relative to the source root.
@@ -26,7 +36,13 @@ references are still covered: a reference must name a file discovery takes as
 media (hidden names and other extensions are refused at decode), so every
 referenced file is also a unit of its own here, with its own stamp in the
 candidates cache key (`pipeline.cache`). Changing a picture therefore re-decodes
-the documents that show it, and the picture also stays its own image sample.
+the documents that show it, and the picture also stays its own image sample (or the
+sample of the manifest row that lists it).
+
+Tables (`dataengine.manifest_input`): a ``*.manifest.parquet`` / ``*.manifest.jsonl`` gives one
+unit per row (``Unit.row``, ``Unit.inline``), and a file a row takes is no sample of its own;
+img2dataset shard metadata goes to `Discovered.metadata`. A source's groups are formed once its
+whole listing is known (`_flush`: same order, same rejects), so a manifest may take any file.
 """
 from __future__ import annotations
 
@@ -39,10 +55,13 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dataengine import manifest_input as MI
+from dataengine import storage
 from dataengine.decode import modality_of_ext
 from dataengine.decode.source import (
     MEMBER_SEP,
     TAR_EXTS,
+    check_key,
     check_member,
     escape_name,
     member_name,
@@ -58,7 +77,7 @@ SIDECAR_EXTS = frozenset({".json"})
 class Unit:
     unit_id: str
     source: str
-    root: str                # absolute path of the source root
+    root: str                # absolute path of the source root, or its URI (s3://bucket/prefix)
     kind: str                # image | audio | video | sensor | text | jsonl (records: text, chat, interleaved)
     media: str               # relpath (posix) of the primary file
     caption: str | None = None   # relpath of the .txt/.md sibling
@@ -66,6 +85,10 @@ class Unit:
     # JSON {relpath: [size, mtime_ns]} of each file as discovery saw it
     # (tar member: [size, archive mtime_ns, data offset, archive size]); see decode.source.read_input
     stamps: str = ""
+    # a manifest row's sample (manifest_input): the row ("m.manifest.parquet#R3"), and its caption and
+    # metadata as JSON {"caption": str, "metadata": {...}} (read instead of a caption / sidecar file)
+    row: str | None = None
+    inline: str | None = None
 
     def files(self) -> list[tuple[str, str]]:
         out = [("media", self.media)]
@@ -73,6 +96,8 @@ class Unit:
             out.append(("caption", self.caption))
         if self.sidecar:
             out.append(("sidecar", self.sidecar))
+        if self.row:
+            out.append(("manifest", self.row))
         return out
 
     def to_row(self) -> dict:
@@ -84,6 +109,10 @@ class Discovered:
     units: list[Unit] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)  # (source, relpath) of every file seen
+    # (source, relpath) of shard metadata read but not an input (img2dataset X.parquet, X_stats.json)
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    # per source while it is listed: (len(rejects) then, entry) of each group / manifest / shard table
+    pending: list = field(default_factory=list, repr=False, compare=False)
 
 
 def unit_id(source: str, relpath: str) -> str:
@@ -91,17 +120,28 @@ def unit_id(source: str, relpath: str) -> str:
     return hashlib.sha256(f"{source}\0{relpath}".encode()).hexdigest()[:24]
 
 
-def discover(sources: list[tuple[str, Path]], *, max_file_bytes: int) -> Discovered:
-    """List every file under each (name, root) and group it; deterministic order."""
+def discover(sources: list[tuple[str, Path | str]], *, max_file_bytes: int,
+             options: storage.StorageOptions | None = None) -> Discovered:
+    """List every file under each (name, root) and group it; deterministic order.
+
+    A root is a folder, a ``file://`` URI or a remote URI (``s3://bucket/prefix``);
+    `options` say how to reach object storage (None: this process's AWS variables)."""
     out = Discovered()
     for name, root in sources:
-        root = Path(root).resolve()
+        if storage.is_remote(root):
+            _discover_remote(name, storage.normalize(root), max_file_bytes, out, options)
+            continue
+        root = Path(storage.local_path(root)).resolve()
         if not root.is_dir():
             out.rejects.append(_reject(name, ".", "missing_source", f"{root} is not a folder"))
             continue
+        start = len(out.rejects)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             here = Path(dirpath)
+            folder = escape_name(here.relative_to(root).as_posix()) if here != root else ""
+            shards = MI.shard_stems(folder, [escape_name(f) for f in filenames],
+                                    [escape_name(d) for d in dirnames if not (here / d).is_symlink()])
             groups: dict[str, list[tuple[str, str]]] = {}
             stamps: dict[str, list[int]] = {}
             for fname in sorted(filenames + [d for d in dirnames if (here / d).is_symlink()]):
@@ -116,12 +156,77 @@ def discover(sources: list[tuple[str, Path]], *, max_file_bytes: int) -> Discove
                     out.files.pop()  # the archive is a container: its members are the inputs
                     _list_tar(name, root, rel, max_file_bytes, out)
                     continue
-                stamps[rel] = [checked.st_size, checked.st_mtime_ns]
+                stamp = [checked.st_size, checked.st_mtime_ns]
+                if _table_input(name, root, rel, stamp, shards, max_file_bytes, out, None):
+                    continue
+                stamps[rel] = stamp
                 groups.setdefault(stem, []).append((ext.lower(), rel))
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()]
             for stem in sorted(groups):
-                _group(name, root, groups[stem], stamps, out)
+                _defer(name, root, groups[stem], stamps, out)
+        _flush(name, root, start, max_file_bytes, out, None)
     return out
+
+
+def _discover_remote(name: str, root: str, max_file_bytes: int, out: Discovered,
+                     options: storage.StorageOptions | None) -> None:
+    """`discover` for a URI root: the listing walked folder by folder in the order os.walk gives."""
+    try:
+        entries = storage.walk(root, options)
+        if not entries and not storage.is_dir(root, options):
+            out.rejects.append(_reject(name, ".", "missing_source", f"{root} is not a folder or a prefix with objects"))
+            return
+    except OSError as exc:  # no such bucket, access denied, endpoint down
+        out.rejects.append(_reject(name, ".", "missing_source",
+                                   f"{root} cannot be listed: {type(exc).__name__}: {exc}"))
+        return
+    start = len(out.rejects)
+    tree: dict[str, tuple[list, set]] = {"": ([], set())}  # folder -> (files [(name, entry)], subfolders)
+    for e in entries:
+        problem = check_key(e.rel)
+        if problem:
+            out.files.append((name, e.rel))
+            out.rejects.append(_reject(name, e.rel, "unsafe_path", f"{problem}; rename the object"))
+            continue
+        parts = e.rel.split("/")
+        if any(p.startswith(".") for p in parts[:-1]):
+            continue  # inside a hidden folder: not walked, as on disk
+        for i in range(len(parts) - 1):
+            tree.setdefault("/".join(parts[:i]), ([], set()))[1].add(parts[i])
+        tree.setdefault("/".join(parts[:-1]), ([], set()))[0].append((parts[-1], e))
+    stack = [""]
+    while stack:
+        here = stack.pop()
+        files, subdirs = tree[here]
+        groups: dict[str, list[tuple[str, str]]] = {}
+        stamps: dict[str, list[int]] = {}
+        shards = MI.shard_stems(here, [f for f, _ in files], [d for d in subdirs if not d.startswith(".")])
+        for fname, e in sorted(files):
+            out.files.append((name, e.rel))
+            if fname.startswith("."):
+                problem = ("hidden_file", "hidden files are skipped; rename it without the leading dot to include it")
+            elif MEMBER_SEP in fname and ".tar" + MEMBER_SEP in e.rel:
+                problem = ("reserved_name", f"'.tar{MEMBER_SEP}' names a tar member; rename the file")
+            elif e.size > max_file_bytes and os.path.splitext(fname)[1].lower() not in TAR_EXTS:
+                problem = ("file_too_large", f"{e.size} bytes > decode.max_file_bytes={max_file_bytes}")
+            else:
+                problem = None
+            if problem:
+                out.rejects.append(_reject(name, e.rel, *problem))
+                continue
+            stem, ext = os.path.splitext(fname)
+            if ext.lower() in TAR_EXTS:
+                out.files.pop()  # the archive is a container: its members are the inputs
+                _list_tar(name, root, e.rel, max_file_bytes, out, remote=(e, options))
+                continue
+            if _table_input(name, root, e.rel, [e.size, e.mtime_ns], shards, max_file_bytes, out, options):
+                continue
+            stamps[e.rel] = [e.size, e.mtime_ns]
+            groups.setdefault(stem, []).append((ext.lower(), e.rel))
+        for stem in sorted(groups):
+            _defer(name, root, groups[stem], stamps, out)
+        stack.extend(f"{here}/{d}" if here else d for d in sorted(subdirs, reverse=True))
+    _flush(name, root, start, max_file_bytes, out, options)
 
 
 def _check_file(root: Path, path: Path, rel: str, max_file_bytes: int) -> os.stat_result | tuple[str, str]:
@@ -152,36 +257,65 @@ def _check_file(root: Path, path: Path, rel: str, max_file_bytes: int) -> os.sta
     return st
 
 
-def _list_tar(source: str, root: Path, rel: str, max_file_bytes: int, out: Discovered) -> None:
-    """Group the members of the raw tar shard `rel` into units (headers only; no member is read)."""
-    path = root / rel
+def _list_tar(source: str, root: Path | str, rel: str, max_file_bytes: int, out: Discovered,
+              remote: tuple[storage.Entry, storage.StorageOptions | None] | None = None) -> None:
+    """Group the members of the raw tar shard `rel` into units (headers only; no member is read).
+
+    `remote`: (listing entry, options) of an object under a URI root, read with ranged GETs."""
+    path = None
     try:
-        tf = open_tar(path)
-    except RejectError as exc:
+        if remote is None:
+            path = root / rel
+            tf = open_tar(path)
+            st = os.stat(path)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        else:
+            path = storage.ReadAhead(storage.open_input(storage.join(root, rel), remote[1]), owns=True)
+            size, mtime_ns = remote[0].size, remote[0].mtime_ns
+            tf = open_tar(path)
+    except (RejectError, OSError) as exc:
+        if isinstance(exc, OSError):
+            exc = RejectError("unreadable", f"{type(exc).__name__}: {exc}")
+        if isinstance(path, storage.ReadAhead):
+            path.close()
         out.files.append((source, rel))
         out.rejects.append(_reject(source, rel, exc.reason, exc.detail))
         return
-    st = os.stat(path)
     seen: dict[str, list[tuple[str, str] | list[int]]] = {}
     broken, past_end = "", False
+    errors = (tarfile.ReadError, OSError) if remote else tarfile.ReadError  # OSError: the network failed
     with tf:
         while True:
             try:
                 info = tf.next()
-            except tarfile.ReadError as exc:  # a member ran past the end, or a damaged header
+            except errors as exc:  # a member ran past the end, or a damaged header
                 broken = str(exc)
                 break
             if info is None:
                 break
             tf.members.clear()  # a shard of a million members must not keep every header
-            past_end |= info.offset_data + info.size > st.st_size
+            past_end |= info.offset_data + info.size > size
             if info.isdir():
                 continue
             ref = f"{rel}{MEMBER_SEP}{escape_name(member_name(info))}"
             out.files.append((source, ref))
             seen.setdefault(ref, []).append(
-                check_member(info, st.st_size, max_file_bytes) or [info.size, st.st_mtime_ns, info.offset_data, st.st_size])
+                check_member(info, size, max_file_bytes) or [info.size, mtime_ns, info.offset_data, size])
         end = tf.offset
+    tail = b""
+    if not broken:  # what follows the last header must be the zero end-of-archive blocks
+        if remote is None:
+            with open(path, "rb") as f:
+                f.seek(end)
+                tail = f.read(1024)
+        else:
+            try:
+                path.seek(end)
+                tail = path.read(1024)
+            except OSError as exc:
+                broken = str(exc)
+    if remote is not None:
+        path.close()
     groups: dict[str, list[tuple[str, str]]] = {}
     stamps: dict[str, list[int]] = {}
     for ref, fates in seen.items():
@@ -197,20 +331,62 @@ def _list_tar(source: str, root: Path, rel: str, max_file_bytes: int, out: Disco
             groups.setdefault(key, []).append((os.path.splitext(base)[1].lower() if "." in base else "", ref))
             stamps[ref] = fates[0]
     for key in sorted(groups):
-        _group(source, root, groups[key], stamps, out)
+        _defer(source, root, groups[key], stamps, out)
     if broken:
         if not past_end:  # a member that runs past the end explains the stop, and is rejected itself
             out.rejects.append(_reject(source, rel, "corrupt_archive", f"reading stopped at offset {end}: {broken}"))
         return
-    with open(path, "rb") as f:  # what follows the last header must be the zero end-of-archive blocks
-        f.seek(end)
-        tail = f.read(1024)
     if tail.strip(b"\0"):
         out.rejects.append(_reject(source, rel, "corrupt_archive", f"the data after offset {end} is not a tar "
                                    "header; members after it were not read"))
 
 
-def _group(source: str, root: Path, files: list[tuple[str, str]], stamps: dict, out: Discovered) -> None:
+def _table_input(source: str, root: Path | str, rel: str, stamp: list[int], shards: dict[str, str],
+                 max_file_bytes: int, out: Discovered, options: storage.StorageOptions | None) -> bool:
+    """True when `rel` is a manifest (read once the listing is complete) or shard metadata, not a group file."""
+    what = MI.classify(root, rel, stamp, shards, max_file_bytes, options)
+    if what is None:
+        return False
+    out.files.pop()  # a manifest is a container (its rows are the inputs); shard metadata is no input
+    if what[0] != "manifest":
+        out.metadata.append((source, rel))
+    if what[1] is not None:
+        out.pending.append((len(out.rejects), what))
+    return True
+
+
+def _defer(source: str, root: Path | str, files: list[tuple[str, str]], stamps: dict, out: Discovered) -> None:
+    """Group `files` once the source's manifests are read (`_flush`), in this place of the order."""
+    out.pending.append((len(out.rejects), ("group", source, root, files, stamps)))
+
+
+def _flush(source: str, root: Path | str, start: int, max_file_bytes: int, out: Discovered,
+           options: storage.StorageOptions | None) -> None:
+    """Form the source's pending groups, manifests and shard tables; `start`: its first reject."""
+    pending, out.pending = out.pending, []
+    walk = out.rejects[start:]  # listing rejects; each pending entry's own go where it was deferred
+    del out.rejects[start:]
+    metadata = {rel for s, rel in out.metadata if s == source}
+    results, claimed = MI.plan_tables(source, root, pending, walk, metadata, max_file_bytes, options)
+    pos = 0
+    for i, (at, e) in enumerate(pending):
+        out.rejects.extend(walk[pos:at - start])
+        pos = at - start
+        if e[0] == "group":
+            _group(*e[1:], out, claimed)
+            continue
+        units, rejects = results[i]
+        out.units.extend(Unit(unit_id(source, u["media"]), source, str(root), **u) for u in units)
+        out.rejects.extend(rejects)
+        out.files.extend([(source, r["path"]) for r in rejects] + [(source, u["row"]) for u in units])
+    out.rejects.extend(walk[pos:])
+
+
+def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: dict, out: Discovered,
+           claimed: dict[str, str] | None = None) -> None:
+    taken = [rel for _, rel in files if rel in claimed] if claimed else []
+    if taken:  # a manifest row has this file: it is that row's sample, not one of this group's
+        files = [(ext, rel) for ext, rel in files if rel not in claimed]
     media, captions, sidecars, docs = [], [], [], []
     for ext, rel in files:
         kind = modality_of_ext(ext)
@@ -227,6 +403,12 @@ def _group(source: str, root: Path, files: list[tuple[str, str]], stamps: dict, 
                 _reject(source, rel, "unsupported_extension",
                         f"extension {ext or '(none)'!r} is not an image, audio, video, sensor or text type")
             )
+    if taken and not media:  # the row gives the caption and metadata: these have no sample left
+        for rel in captions + sidecars:
+            out.rejects.append(_reject(source, rel, "manifest_sibling", f"its media {taken[0]} is the sample of "
+                                       f"{claimed[taken[0]]}, whose caption and metadata come from the manifest; "
+                                       "move the text into the manifest row or remove the file"))
+        captions, sidecars = [], []
     caption = captions[0] if captions else None
     sidecar = sidecars[0] if sidecars else None
     for extra in captions[1:]:

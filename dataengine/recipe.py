@@ -111,16 +111,16 @@ class Output:
 
 @dataclass
 class Execution:
-    decode_batch: int = 8         # units per decode task
-    tokenize_batch: int = 16      # decoded items per tokenizer actor call
-    # max actors in the tokenizer pool; 0 = one per GPU, or per tokenize_num_cpus CPUs, all started up front.
-    # With decode_num_cpus == tokenize_num_cpus on CPUs, Ray fuses decode into these actors: then they are all
-    # the compute there is, and fewer actors than CPUs leave cores idle (1 actor on 2 CPUs: half the machine)
+    decode_batch: int = 8         # units decoded together inside a worker (their arrays are held at once)
+    tokenize_batch: int = 16      # decoded items per tokenizer call (batched encoding)
+    # workers (Ray actors that decode, tokenize and write parts); 0 = one per tokenize_num_cpus CPUs, all
+    # started up front: they are all the compute there is (fewer than CPUs leave cores idle). A GPU present
+    # is shared by them (fractional num_gpus)
     tokenize_actors: int = 0
-    tokenize_min_actors: int = 1  # actors started up front (the pool grows to tokenize_actors on a backlog)
-    tokenize_num_cpus: float = 1.0  # per actor; fractional values avoid starving the read stage
-    decode_num_cpus: float = 1.0
-    checkpoint_rows: int = 1000   # results committed to OUT's work folder every this many rows (resume unit)
+    tokenize_num_cpus: float = 1.0  # per worker
+    # sample groups per work item: one candidate part, written by the worker, the unit of resume; 0 = about
+    # 64 items of 8..1024 groups (pipeline/items.py), decided by the number of groups alone, never the cluster
+    item_units: int = 0
     max_unit_crashes: int = 2     # a sample that kills its decode worker this many times is rejected (decoder_crashed)
 
 
@@ -139,7 +139,11 @@ class Recipe:
     execution: Execution = field(default_factory=Execution)
     base_dir: str = field(default=".", metadata={"internal": True})
 
-    def resolve(self, path: str | Path) -> Path:
+    def resolve(self, path: str | Path) -> Path | str:
+        """A local path made absolute (relative to the recipe's folder); a URI (s3://..., file://...)
+        unchanged, as a str: `dataengine.storage` reads it."""
+        if "://" in str(path):
+            return str(path)
         p = Path(path).expanduser()
         return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
 
@@ -151,6 +155,26 @@ class Recipe:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def source_roots(recipe: Recipe) -> list[tuple[str, Path | str]]:
+    """(name, folder or URI) of every source; a RecipeError naming the fix when one is not there."""
+    from dataengine import storage
+
+    opts = storage.options_from_env()
+    sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
+    missing = []
+    for _, p in sources:
+        try:
+            if not storage.is_dir(p, opts):
+                missing.append(str(p))
+        except OSError as e:  # a bad endpoint, bucket or credentials
+            missing.append(f"{p} ({type(e).__name__}: {e})")
+    if missing:
+        raise RecipeError(f"input folder(s) not found: {missing}; pass existing folders or s3://bucket/prefix "
+                          "with --input (S3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                          "AWS_REGION)")
+    return sources
 
 
 def load_recipe(path: str | Path, *, inputs: list[str] | None = None, overrides: list[str] | None = None) -> Recipe:
@@ -167,7 +191,8 @@ def load_recipe(path: str | Path, *, inputs: list[str] | None = None, overrides:
         data = _override(data or {}, item)
     if inputs:
         data = dict(data or {})
-        data["sources"] = [{"name": _source_name(p, i), "path": str(Path(p).resolve())} for i, p in enumerate(inputs)]
+        data["sources"] = [{"name": _source_name(p, i), "path": p if "://" in p else str(Path(p).resolve())}
+                           for i, p in enumerate(inputs)]
     recipe = parse_recipe(data, base_dir=path.resolve().parent, where=str(path))
     return recipe
 
@@ -202,6 +227,10 @@ def parse_recipe(data, *, base_dir: Path | str = ".", where: str = "recipe") -> 
 
 
 def _source_name(path: str, i: int) -> str:
+    if "://" in path:  # s3://bucket/prefix/corpus -> "corpus"
+        from pathlib import PurePosixPath
+
+        return PurePosixPath(path.split("://", 1)[1].rstrip("/")).name or f"input{i}"
     name = Path(path).resolve().name or f"input{i}"
     return name
 
@@ -306,12 +335,20 @@ def _check_semantics(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}.fit.holdout_fraction: expected a number in [0, 1), got {r.fit.holdout_fraction}")
     if not 0.0 <= r.output.val_fraction < 1.0:
         raise RecipeError(f"{where}.output.val_fraction: expected a number in [0, 1), got {r.output.val_fraction}")
-    if not 1 <= r.execution.tokenize_min_actors <= max(1, r.execution.tokenize_actors):
-        raise RecipeError(f"{where}.execution.tokenize_min_actors: expected 1..tokenize_actors "
-                          f"({r.execution.tokenize_actors}), got {r.execution.tokenize_min_actors}")
+    if not isinstance(r.execution.tokenize_actors, int) or r.execution.tokenize_actors < 0:
+        raise RecipeError(f"{where}.execution.tokenize_actors: expected an integer >= 0 (0 = one per "
+                          f"tokenize_num_cpus CPUs), got {r.execution.tokenize_actors!r}")
     if not 1 <= r.execution.max_unit_crashes <= 100:
         raise RecipeError(f"{where}.execution.max_unit_crashes: expected an integer in 1..100 (2 tolerates one "
                           f"unrelated worker death per sample), got {r.execution.max_unit_crashes}")
+    if not isinstance(r.execution.item_units, int) or r.execution.item_units < 0:
+        raise RecipeError(f"{where}.execution.item_units: expected an integer >= 0 (sample groups per work item; "
+                          f"0 picks about 64 items), got {r.execution.item_units!r}")
+    if r.compose.pack_length > 0 and r.curate.mixture.policy != "none":
+        raise RecipeError(f"{where}: compose.pack_length packs rows of several source/kind groups into one, so "
+                          f"the trainer cannot follow a mixture plan (policy {r.curate.mixture.policy!r}) over "
+                          "them; set compose.pack_length: 0 (the trainer packs at load time) or "
+                          "curate.mixture.policy: none")
     if r.output.shard_rows < 1:
         raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
     if r.decode.text.max_interleaved_media < 0:

@@ -1,7 +1,7 @@
 """The one-screen summary `dataengine run` prints at the end, read back from what the run wrote.
 
 Sources: OUT/stats.json and OUT/manifest.json (via `inspect.load_output`), and
-OUT/cache/candidates.parquet for the tokenized items per kind (skipped when the
+OUT/cache/candidates/ for the tokenized items per kind (skipped when the
 cache is gone). At most about 30 lines, none wider than `width` (100) columns
 except a single path longer than that. The mixture table is `inspect`'s
 (`mixture_lines`), cut to the largest groups. Example (tiny mixed corpus):
@@ -12,7 +12,7 @@ except a single path longer than that. The mixture table is `inspect`'s
     rejected   decode 15: empty_file 3, corrupt 2, not_an_image 2, truncated 2 (+6 more)
     filters    1 dropped: image_width_below_min 1
     dedup      1 dropped (1 exact, 0 near) in 1 cluster; largest 2 image items
-    mixture    temperature: 3,470 train tokens -> 3,102 (target 3,470); 2 items left out, 13 repeats
+    mixture    temperature plan: 3,470 train tokens -> 3,466 per epoch (target 3,470); 2 items left out, 31 reads of 27 items
         group           available      target    achieved  target %  achieved %  epochs
         corpus/sensor        1418        1029         709     29.64       22.86    0.50
         ... (the 6 largest source/kind groups)
@@ -36,7 +36,7 @@ LABEL = 11  # column where values start
 TOP_GROUPS = 6  # mixture groups shown (the largest)
 TOP_REASONS = 4  # reject reasons shown per stage
 GROUP_CHARS = 26  # mixture group names are cut to this, so the table fits WIDTH
-CURATION_STAGES = ("filter", "dedup", "mixture")
+CURATION_STAGES = ("filter", "dedup")
 
 
 def format_summary(out: Path, *, seconds: float | None = None, timings: dict[str, float] | None = None,
@@ -66,8 +66,7 @@ def format_summary(out: Path, *, seconds: float | None = None, timings: dict[str
     curate = stats.get("curate", {})
     _filters(curate.get("filters", {}), row)
     _dedup(curate.get("dedup", {}), row)
-    rows.extend(_mixture(curate.get("mixture", {}), rej.get("by_stage_reason", {}),
-                         seqs.get("repeated_copies", 0), row))
+    rows.extend(_mixture(curate.get("mixture", {}), row))
     row("sequences", _splits(manifest) or "none written")
     row("shards", _shards(manifest))
     if timings:
@@ -83,10 +82,12 @@ def format_summary(out: Path, *, seconds: float | None = None, timings: dict[str
 
 def ok_items_by_kind(out: Path) -> dict[str, int] | None:
     """Decoded and tokenized items (before curation) per kind, from OUT's candidates cache; None without it."""
-    path = Path(out) / "cache" / "candidates.parquet"
-    if not path.is_file():
+    from dataengine.pipeline.cache import candidate_files
+
+    files = candidate_files(out)
+    if not files:
         return None
-    c = pl.read_parquet(path, columns=["kind", "status"]).filter(pl.col("status") == "ok")
+    c = pl.concat([pl.read_parquet(f, columns=["kind", "status"]) for f in files]).filter(pl.col("status") == "ok")
     return {k: int(n) for k, n in c.group_by("kind").len().sort("kind").iter_rows()}
 
 
@@ -137,18 +138,17 @@ def _dedup(report: dict, row) -> None:
     row("dedup", text)
 
 
-def _mixture(report: dict, by_stage_reason: dict[str, int], copies: int, row) -> list[str]:
-    """The mixture's totals on one line, then inspect's table for the largest groups."""
+def _mixture(report: dict, row) -> list[str]:
+    """The mixture plan's totals on one line, then inspect's table for the largest groups."""
     groups = report.get("groups") or {}
     if not groups:
-        row("mixture", f"{report.get('policy', 'none')}: every item kept once")
+        row("mixture", f"{report.get('policy', 'none')}: every item read once")
         return []
     t = report.get("totals", {})
-    dropped = sum(n for k, n in by_stage_reason.items()  # items, not the captions that went with them
-                  if k.startswith("mixture/") and not k.endswith("/media_dropped"))
-    row("mixture", f"{report.get('policy', '?')}: {t.get('available_tokens', 0):,} train tokens -> "
-                   f"{t.get('achieved_tokens', 0):,} (target {round(t.get('target_tokens') or 0):,}); "
-                   f"{dropped:,} items left out, {copies:,} repeats")
+    row("mixture", f"{report.get('policy', '?')} plan: {t.get('available_tokens', 0):,} train tokens -> "
+                   f"{t.get('achieved_tokens', 0):,} per epoch (target {round(t.get('target_tokens') or 0):,}); "
+                   f"{t.get('rows_left_out', 0):,} items left out, {t.get('copies', 0):,} reads of "
+                   f"{t.get('rows', 0):,} items")
     big = sorted(groups, key=lambda g: (-max(groups[g]["available_tokens"], groups[g]["achieved_tokens"]), g))
     shown = {_cut(g): groups[g] for g in big[:TOP_GROUPS]}
     if len(shown) < min(TOP_GROUPS, len(groups)):  # two names cut to the same text: show them whole

@@ -250,3 +250,95 @@ def make_duplicates_corpus(root: Path) -> dict[str, str]:
         words[j] = words[j].upper()
     (root / "doc_0_edited.md").write_text(" ".join(words))
     return {"astronaut_copy.png": "astronaut.png", "coffee_again.jpg": "coffee.png", "doc_0_edited.md": "doc_0.md"}
+
+
+# img2dataset (webdataset output format): the photos it "downloaded", per shard; the last URL of each shard fails
+IMG2DATASET_PHOTOS = (
+    ("astronaut", "An astronaut in a white suit in front of a flag."),
+    ("chelsea", "A close-up photo of a tabby cat with green eyes."),
+    ("coffee", "A cup of coffee on a red saucer, on a wooden table."),
+    ("rocket", "A rocket on the launch pad at night."),
+    ("motorcycle_left", "A red motorcycle parked in a garage."),
+    ("hubble_deep_field", "Thousands of galaxies in a deep field image from a space telescope."),
+)
+IMG2DATASET_FAILURES = (
+    ("failed_to_download", "HTTP Error 404: Not Found"),
+    ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>"),
+    ("failed_to_resize", "image decoding error"),
+)
+
+
+def make_img2dataset_folder(path: Path, n_shards: int = 2, per_shard: int = 3, failed_per_shard: int = 1,
+                            side: int = 64) -> dict:
+    """An img2dataset output folder as `img2dataset --output_format webdataset --caption_col caption` leaves it.
+
+    ``NNNNN.tar`` (members ``KEY.jpg``, ``KEY.txt`` caption, ``KEY.json`` metadata), ``NNNNN.parquet``
+    (every attempted URL: url, caption, key, status, error_message, width, height, original_width,
+    original_height, sha256) and ``NNNNN_stats.json`` (count, successes, failed_to_download,
+    failed_to_resize, duration, status_dict). Keys are shard id (5 digits) + index (4 digits); the
+    last `failed_per_shard` URLs of each shard fail. Returns {"ok": {"NNNNN.tar#KEY.jpg": caption},
+    "failed": ["NNNNN.tar#KEY", ...], "metadata": [parquet and stats names], "tars": [...]}.
+    """
+    import hashlib
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    out: dict = {"ok": {}, "failed": [], "metadata": [], "tars": []}
+    n = 0
+    for shard in range(n_shards):
+        name = f"{shard:05d}"
+        rows, status_dict, downloaded = [], {}, 0
+        with tarfile.open(path / f"{name}.tar", "w", format=tarfile.GNU_FORMAT) as tf:
+            for i in range(per_shard + failed_per_shard):
+                key = f"{shard:05d}{i:04d}"
+                stem, caption = IMG2DATASET_PHOTOS[n % len(IMG2DATASET_PHOTOS)]
+                url = f"https://images.example.org/{stem}-{n}.jpg"
+                row = {"url": url, "caption": caption, "key": key, "status": "success", "error_message": None,
+                       "width": None, "height": None, "original_width": None, "original_height": None,
+                       "sha256": None}
+                if i >= per_shard:
+                    status, err = IMG2DATASET_FAILURES[(n + shard) % len(IMG2DATASET_FAILURES)]
+                    row.update(status=status, error_message=err)
+                    out["failed"].append(f"{name}.tar#{key}")
+                else:
+                    n += 1
+                    photo = _photo(stem, 4 * side)
+                    with Image.fromarray(photo).convert("RGB") as im:
+                        original = im.size
+                        im.thumbnail((side, side), Image.Resampling.LANCZOS)
+                        buf = io.BytesIO()
+                        im.save(buf, format="JPEG", quality=95)
+                        size = im.size
+                    jpg = buf.getvalue()
+                    downloaded += len(jpg)
+                    row.update(width=size[0], height=size[1], original_width=original[0],
+                               original_height=original[1], sha256=hashlib.sha256(jpg).hexdigest())
+                    meta = json.dumps(row, indent=4).encode()
+                    for ext, data in ((".jpg", jpg), (".json", meta), (".txt", caption.encode())):
+                        info = tarfile.TarInfo(key + ext)
+                        info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+                        tf.addfile(info, io.BytesIO(data))
+                    out["ok"][f"{name}.tar#{key}.jpg"] = caption
+                what = "success" if row["status"] == "success" else row["error_message"]
+                status_dict[what] = status_dict.get(what, 0) + 1
+                rows.append(row)
+        schema = pa.schema([("url", pa.string()), ("caption", pa.string()), ("key", pa.string()),
+                            ("status", pa.string()), ("error_message", pa.string()), ("width", pa.int64()),
+                            ("height", pa.int64()), ("original_width", pa.int64()), ("original_height", pa.int64()),
+                            ("sha256", pa.string())])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path / f"{name}.parquet")
+        failed = [r["status"] for r in rows if r["status"] != "success"]
+        stats = {"count": len(rows), "successes": len(rows) - len(failed),
+                 "failed_to_download": failed.count("failed_to_download"),
+                 "failed_to_resize": failed.count("failed_to_resize"), "duration": 1.25,
+                 "bytes_downloaded": downloaded, "start_time": 1_700_000_000.0, "end_time": 1_700_000_001.25,
+                 "status_dict": status_dict}
+        (path / f"{name}_stats.json").write_text(json.dumps(stats, indent=4))
+        out["metadata"] += [f"{name}.parquet", f"{name}_stats.json"]
+        out["tars"].append(f"{name}.tar")
+    return out

@@ -238,7 +238,7 @@ def test_tiny_pipeline_repro_then_exp_run_on_a_filter_threshold(tmp_path):
     repo = _scratch_repo(tmp_path, files)
     recipe = yaml.safe_load((repo / "pipelines/demo.yaml").read_text())
     recipe.update(tokenizers=TINY_TOKENIZERS, fit={"max_items": 40})
-    recipe["execution"].update(decode_num_cpus=0.5, tokenize_num_cpus=0.5)
+    recipe["execution"].update(tokenize_num_cpus=0.5)
     (repo / "pipelines/demo.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["pretrain"]["steps"], params["instruction_tune"]["steps"] = 4, 2

@@ -49,7 +49,8 @@ def test_inputs_replace_sources(tmp_path):
     (lambda d: d.update(curate={"dedup": {"num_perm": "many"}}), "num_perm: expected an integer"),
     (lambda d: d.update(compose={"tasks": {"image": {"image_to_captoin": 1.0}}}), "image_to_caption"),
     (lambda d: d.update(compose={"taks": {}}), "did you mean 'tasks'"),
-    (lambda d: d.update(execution={"tokenize_min_actors": 3}), "tokenize_min_actors"),
+    (lambda d: d.update(execution={"tokenize_actors": -1}), "tokenize_actors"),
+    (lambda d: d.update(execution={"item_units": -2}), "item_units"),
 ])
 def test_bad_recipes_fail_with_a_fix(mutate, message):
     d = base()

@@ -116,11 +116,14 @@ def test_counts_match_stats_rejects_and_shards(run):
     mb = sum(p.stat().st_size for p in parquet) / 1e6
     assert f"{len(parquet)} parquet ({mb:.2f} MB)" in shards and f"{len(tars)} webdataset" in shards
 
-    cand = pl.read_parquet(out / "cache" / "candidates.parquet").filter(pl.col("status") == "ok")
+    cand = pl.read_parquet(out / "cache" / "candidates" / "*.parquet").filter(pl.col("status") == "ok")
     assert _line(text, "items").startswith(f"items      {cand.height} decoded and tokenized")
     assert f"image {cand.filter(pl.col('kind') == 'image').height}" in _line(text, "items")
     mix = stats["curate"]["mixture"]
-    assert f"{mix['policy']}: {mix['totals']['available_tokens']:,} train tokens" in _line(text, "mixture")
+    line = _line(text, "mixture")
+    assert f"{mix['policy']} plan: {mix['totals']['available_tokens']:,} train tokens" in line
+    assert f"-> {mix['totals']['achieved_tokens']:,} per epoch" in line
+    assert f"{mix['totals']['rows_left_out']:,} items left out, {mix['totals']['copies']:,} reads of" in line
     for group in mix["groups"]:
         assert any(l.split()[:1] == [group] for l in text.splitlines()), group
 

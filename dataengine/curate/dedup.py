@@ -167,7 +167,7 @@ def _list_parts(col: pl.Series) -> tuple[np.ndarray, pa.Array]:
     return lengths, arr.flatten()
 
 
-def _segments(df: pl.DataFrame, base: pl.DataFrame):
+def content_segments(df: pl.DataFrame, base: pl.DataFrame):
     """Content segments of every row: (flat tokens, seg_row, seg_flat_start, seg_len), in row order."""
     tok_len, flat = _list_parts(df["tokens"])
     tokens = flat.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -192,7 +192,7 @@ def _near(df, base, survivors, order, config):
     """Near-duplicate survivor (row index) and estimated Jaccard to it, for every row; stats per kind."""
     n = base.height
     rep, jacc = np.arange(n), np.ones(n)
-    tokens, seg_row, seg_start, seg_len = _segments(df, base)
+    tokens, seg_row, seg_start, seg_len = content_segments(df, base)
     kinds = base["kind"].to_numpy().astype(str)
     hasher = minhash.MinHasher(config.num_perm, config.seed, config.hash_family)
     stats = {}

@@ -258,3 +258,47 @@ def _report(config, names, avail, target, achieved) -> dict:
         "target_tokens": int(round(target.sum())), "achieved_tokens": int(achieved.sum()),
         "max_epochs": config.max_epochs, "temperature": config.temperature if config.policy == "temperature" else None,
         "seed": config.seed}}
+
+
+RANK_BITS = 12  # a partial pass takes whole rank bins: 4,096 per group (a cut within 1/4096 of a group's tokens)
+
+
+def rank_bins(ids: pl.Series | list[str], seed: int) -> np.ndarray:
+    """The rank bin of each id: the top RANK_BITS bits of `stable_rank` (rows of a bin are taken together)."""
+    return (stable_rank(ids, seed) >> np.uint64(64 - RANK_BITS)).astype(np.int64)
+
+
+def plan_from_histogram(names: list[str], hist: np.ndarray, config: MixtureConfig) -> dict:
+    """The mixture as a plan: per group, whole copies and a rank-bin cut, from tokens per (group, rank bin).
+
+    `hist[g, b]` is the train tokens of group g whose rows fall in rank bin b (`rank_bins`); the only
+    thing a driver needs to sum. A row of group g gets `full[g]` copies, plus one more when its bin is
+    below `cut[g]`: the same rule as `plan_mixture` with the prefix taken in whole bins.
+    """
+    validate_mixture(config, names)
+    hist = np.asarray(hist, dtype=np.float64).reshape(len(names), 1 << RANK_BITS)
+    avail = hist.sum(axis=1)
+    caps = config.max_epochs * avail
+    if config.policy == "none":
+        target = avail.copy()
+    else:
+        budget = float(config.budget_tokens if config.budget_tokens is not None else avail.sum())
+        target = _water_fill(_probabilities(config, names, avail), caps, budget)
+    full = np.where(avail > 0, np.floor(np.minimum(target, caps) / np.maximum(avail, 1) + 1e-9), 0)
+    full = np.minimum(full, math.floor(config.max_epochs))
+    remainder, room = target - full * avail, caps - full * avail
+    taken = np.concatenate([np.zeros((len(names), 1)), np.cumsum(hist, axis=1)], axis=1)  # tokens of bins < c
+    err = np.where(taken <= room[:, None] + 1e-6, np.abs(taken - remainder[:, None]), np.inf)
+    cut = err.argmin(axis=1) if len(names) else np.zeros(0, np.int64)  # ties: fewer bins (c=0 takes none)
+    achieved = full * avail + taken[np.arange(len(names)), cut]
+    return {"names": list(names), "full": full.astype(np.int64).tolist(), "cut": cut.astype(np.int64).tolist(),
+            "target": target.tolist(), "available": avail.tolist(), "policy": config.policy, "seed": config.seed,
+            "report": _report(config, names, avail, target, achieved)}
+
+
+def copies_from_plan(groups: list[str], bins: np.ndarray, plan: dict) -> np.ndarray:
+    """Copies of each train row (group, rank bin) under `plan_from_histogram`'s plan."""
+    index = {g: i for i, g in enumerate(plan["names"])}
+    g = np.array([index[x] for x in groups], dtype=np.int64)
+    full, cut = np.asarray(plan["full"], np.int64), np.asarray(plan["cut"], np.int64)
+    return (full[g] + (np.asarray(bins) < cut[g])).astype(np.int64) if len(g) else np.zeros(0, np.int64)

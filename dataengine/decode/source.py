@@ -8,6 +8,15 @@ the root is refused), capped at `max_bytes`, and checked against the
 discovery, or while it was read, is rejected instead of decoded half-old,
 half-new. The tar helpers are shared with discovery, so a member discovery
 accepted is exactly one this reader will read.
+
+A root may also be a URI (``s3://bucket/prefix``, see `dataengine.storage`). There
+are no symlinks on object storage; instead a key must be safe (`check_key`: no
+``..`` or ``.`` or empty segments, no backslashes). A remote read is one HEAD (the
+stamp check: size, and LastModified to the second) and one GET (ranged for a tar
+member); a length that differs from the HEAD's is ``changed_while_reading``.
+
+`check_unchanged` is the stamp check alone (a stat or a HEAD, nothing read): the decode stage
+uses it for a manifest whose row discovery already read (`dataengine.manifest_input`).
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from dataengine import storage
 from dataengine.errors import RejectError
 
 TAR_EXTS = frozenset({".tar"})
@@ -70,18 +80,34 @@ def member_name(info: tarfile.TarInfo) -> str:
     return name
 
 
-def open_tar(path: Path) -> tarfile.TarFile:
-    """Open an uncompressed tar for listing; `RejectError` (truncated / corrupt_archive /
-    compressed_archive / empty_file)."""
+def check_key(rel: str) -> str | None:
+    """Why an object-storage key (relative to the source prefix) is unsafe, or None: S3 has no
+    folders, so ``a/../b``, ``a//b``, ``./a`` and backslashes are legal keys that must not be inputs."""
+    if not rel or rel.startswith("/") or "\\" in rel:
+        return f"{rel!r} is empty, absolute or holds a backslash"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return f"{rel!r} has an empty, '.' or '..' segment"
+    return None
+
+
+def open_tar(path) -> tarfile.TarFile:
+    """Open an uncompressed tar (a path, or a seekable binary file object) for listing;
+    `RejectError` (truncated / corrupt_archive / compressed_archive / empty_file)."""
     try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as f:
+                magic = f.read(6)
+        else:
+            magic = path.read(6)
+            path.seek(0)
     except OSError as exc:
         raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
     if magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
         raise RejectError("compressed_archive", "a compressed tar (gzip, bzip2, xz or zstd); shards are read "
                                                 "uncompressed, so a compression bomb cannot inflate: decompress it")
     try:
+        if not isinstance(path, (str, os.PathLike)):
+            return tarfile.open(fileobj=path, mode="r:")
         return tarfile.open(path, mode="r:")
     except tarfile.ReadError as exc:
         msg = str(exc)
@@ -146,28 +172,36 @@ def _changed(before: os.stat_result, after: os.stat_result) -> bool:
 
 def _find_member(fd: int, archive: str, member: str, max_bytes: int) -> tuple[int, int]:
     """(data offset, size) of `member`, by listing the tar (used when discovery left no stamp)."""
-    size = os.fstat(fd).st_size
     with open(os.dup(fd), "rb") as f:
-        try:
-            tf = tarfile.open(fileobj=f, mode="r:")
-        except tarfile.ReadError as exc:
-            raise RejectError("corrupt_archive", f"{archive}: {exc}") from None
-        found = []
-        for info in iter(tf.next, None):
-            tf.members.clear()  # listing a huge shard must not keep every header
-            if member_name(info) == member:
-                problem = check_member(info, size, max_bytes)
-                if problem:
-                    raise RejectError(*problem)
-                found.append((info.offset_data, info.size))
+        return _find_member_in(f, os.fstat(fd).st_size, archive, member, max_bytes)
+
+
+def _find_member_in(f, size: int, archive: str, member: str, max_bytes: int) -> tuple[int, int]:
+    """(data offset, size) of `member` in the open tar `f` of `size` bytes."""
+    try:
+        tf = tarfile.open(fileobj=f, mode="r:")
+    except tarfile.ReadError as exc:
+        raise RejectError("corrupt_archive", f"{archive}: {exc}") from None
+    found = []
+    for info in iter(tf.next, None):
+        tf.members.clear()  # listing a huge shard must not keep every header
+        if member_name(info) == member:
+            problem = check_member(info, size, max_bytes)
+            if problem:
+                raise RejectError(*problem)
+            found.append((info.offset_data, info.size))
     if len(found) != 1:
         raise RejectError("vanished" if not found else "duplicate_member",
                           f"{archive} holds {len(found)} members named {member!r}")
     return found[0]
 
 
-def read_input(root: str | Path, rel: str, max_bytes: int, stamps: str | dict | None = None) -> bytes:
+def read_input(root: str | Path, rel: str, max_bytes: int, stamps: str | dict | None = None,
+               options: storage.StorageOptions | None = None) -> bytes:
     """The bytes of input `rel` under `root` (a file, or ``archive.tar#member``), at most `max_bytes`.
+
+    `root` is a folder or a URI (``s3://bucket/prefix``); `options` say how to reach object
+    storage (None: this process's AWS variables; see `dataengine.storage`).
 
     `stamps` is the unit's ``stamps`` (JSON or dict, from discovery): ``{rel:
     [size, mtime_ns]}`` for a file, ``{rel: [size, archive_mtime_ns, data_offset,
@@ -181,7 +215,9 @@ def read_input(root: str | Path, rel: str, max_bytes: int, stamps: str | dict | 
     """
     path, member = split_member(rel)
     stamp = _stamp(stamps, rel)
-    fd = _open_confined(Path(root), path)
+    if storage.is_remote(root):
+        return _read_remote(str(root), path, member, max_bytes, stamp, options)
+    fd = _open_confined(Path(storage.local_path(root)), path)
     try:
         before = os.fstat(fd)
         if member is None:
@@ -210,6 +246,94 @@ def read_input(root: str | Path, rel: str, max_bytes: int, stamps: str | dict | 
         raise RejectError("changed_while_reading", "the file changed while it was being read; rerun once it is complete")
     if len(data) > max_bytes:
         raise RejectError("file_too_large", f"more than decode.max_file_bytes={max_bytes} bytes")
+    if not data:
+        raise RejectError("empty_file", "the file has zero bytes")
+    return data
+
+
+def check_unchanged(root: str | Path, rel: str, stamps: str | dict | None,
+                    options: storage.StorageOptions | None = None) -> None:
+    """Refuse file `rel` if it no longer matches its discovery stamp (size and mtime), without reading it.
+
+    No stamp for `rel`: nothing to check. Reject reasons: ``changed_since_discovery``, ``vanished``,
+    ``not_a_file``, ``unsafe_path``, ``symlink_outside_root``, ``symlink_loop``, ``unreadable``."""
+    stamp = _stamp(stamps, rel)
+    if stamp is None:
+        return
+    if storage.is_remote(root):
+        problem = check_key(rel)
+        if problem:
+            raise RejectError("unsafe_path", f"{problem}: not an input key under the source prefix")
+        fs, key = storage.resolve(storage.join(root, rel), options)
+        try:
+            info = fs.get_file_info(key)  # one HEAD
+        except OSError as exc:
+            raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
+        if info.type == storage.pafs.FileType.NotFound:
+            raise RejectError("vanished", "the object was deleted or moved after discovery")
+        if info.type != storage.pafs.FileType.File:
+            raise RejectError("not_a_file", "a prefix (folder), not an object")
+        size, mtime = info.size, info.mtime_ns or 0
+        same = size == stamp[0] and storage.same_mtime(mtime, stamp[1])
+    else:
+        fd = _open_confined(Path(storage.local_path(root)), rel)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        size, mtime = st.st_size, st.st_mtime_ns
+        same = (size, mtime) == tuple(stamp[:2])
+    if not same:
+        raise RejectError("changed_since_discovery", f"{rel}: discovery saw {stamp[0]} bytes (mtime {stamp[1]}), "
+                                                     f"now {size} bytes (mtime {mtime})")
+
+
+def _read_remote(root: str, path: str, member: str | None, max_bytes: int, stamp: list | None,
+                 options: storage.StorageOptions | None) -> bytes:
+    """`read_input` for an object under a URI root: the same checks and reject reasons."""
+    problem = check_key(path)
+    if problem:
+        raise RejectError("unsafe_path", f"{problem}: not an input key under the source prefix")
+    fs, key = storage.resolve(storage.join(root, path), options)
+    try:
+        f = fs.open_input_file(key)  # one HEAD: size and Last-Modified
+    except OSError as exc:
+        try:
+            kind = fs.get_file_info(key).type
+        except OSError:
+            kind = None
+        if kind == storage.pafs.FileType.Directory:
+            raise RejectError("not_a_file", "a prefix (folder), not an object") from None
+        if isinstance(exc, FileNotFoundError) or kind == storage.pafs.FileType.NotFound:
+            raise RejectError("vanished", "the object was deleted or moved after discovery") from None
+        raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
+    try:
+        with f:
+            size, mtime = f.size(), storage.file_mtime_ns(f, fs, key)
+            if member is None:
+                if stamp is not None and (size != stamp[0] or not storage.same_mtime(mtime, stamp[1])):
+                    raise RejectError("changed_since_discovery", f"discovery saw {stamp[0]} bytes (mtime {stamp[1]}), "
+                                                                 f"now {size} bytes (mtime {mtime})")
+                if size > max_bytes:  # refused from the HEAD alone: nothing is downloaded
+                    raise RejectError("file_too_large", f"more than decode.max_file_bytes={max_bytes} bytes")
+                offset, expect = 0, size
+            else:
+                if stamp is not None:
+                    if size != stamp[3] or not storage.same_mtime(mtime, stamp[1]):
+                        raise RejectError("changed_since_discovery", f"the archive {path} changed after discovery")
+                    offset, expect = stamp[2], stamp[0]
+                else:
+                    offset, expect = _find_member_in(storage.ReadAhead(f), size, path, member, max_bytes)
+                if expect > max_bytes:
+                    raise RejectError("file_too_large", f"{expect} bytes > decode.max_file_bytes={max_bytes}")
+                if offset + expect > size:
+                    raise RejectError("truncated", f"the archive ends {offset + expect - size} bytes into the member")
+            data = f.read_at(expect, offset) if expect else b""  # one GET: a consistent object version
+    except OSError as exc:
+        raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
+    if len(data) != expect:
+        raise RejectError("changed_while_reading", "the object changed while it was being read; "
+                                                   "rerun once it is complete")
     if not data:
         raise RejectError("empty_file", "the file has zero bytes")
     return data

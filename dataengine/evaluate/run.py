@@ -28,7 +28,7 @@ from dataengine.evaluate.image import evaluate_image
 from dataengine.evaluate.metrics import code_stats, roundtrip
 from dataengine.evaluate.sensor import evaluate_sensor
 from dataengine.evaluate.video import evaluate_video
-from dataengine.recipe import Recipe, Source, load_recipe
+from dataengine.recipe import Recipe, Source, load_recipe, source_roots
 
 DEFAULT_MAX_ITEMS = 200
 ROLES = ("text", "image", "video", "audio", "sensor")
@@ -179,10 +179,7 @@ def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None,
     t_start = time.time()
     tokdir = Path(tokdir)
     recipe = _as_recipe(recipe, inputs)
-    sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
-    for name, path in sources:
-        if not path.is_dir():
-            raise RecipeError(f"input {name!r}: {path} is not a folder; pass an existing folder with --input")
+    sources = source_roots(recipe)
     toks = load_role_tokenizers(tokdir, log=log)
     stage, recipe = _decode_settings(recipe, toks, log)
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)

@@ -1,25 +1,27 @@
 """The candidates cache: decoded, tokenized and measured items, kept in OUT for the next run.
 
 Decoding and tokenizing are the expensive part of a run; filtering, dedup,
-balancing and writing are cheap. `OUT/cache/candidates.parquet` holds every
-tokenized item with its stats (and every decode/tokenize reject), keyed by
-everything that can change them: the decode settings, the tokenizers' weights,
-the composition settings, the seed, and the name, size and mtime of every
-input file. A rerun with only new thresholds, dedup or mixture settings reads
-the cache and goes straight to curation.
+balancing and writing are cheap. `OUT/cache/candidates/part-NNNNNN.parquet`
+holds every tokenized item with its stats (and every decode/tokenize reject),
+one part per work item as the workers wrote it, keyed by everything that can
+change them: the decode settings, the tokenizers' weights, the composition
+settings, the seed, and the name, size and mtime of every input file. A rerun
+with only new thresholds, dedup or mixture settings reuses the parts and goes
+straight to curation. Read them all with `pl.read_parquet(OUT / CANDIDATES_GLOB)`.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 CACHE_DIR = "cache"
-CACHE_FORMAT = "dataengine.candidates/1"
+CANDIDATES = "cache/candidates"
+CANDIDATES_GLOB = "cache/candidates/*.parquet"
+CACHE_FORMAT = "dataengine.candidates/2"
 
 
 def candidates_key(recipe, tokenizers: dict, found) -> str:
@@ -32,31 +34,36 @@ def candidates_key(recipe, tokenizers: dict, found) -> str:
         "compose": dataclasses.asdict(recipe.compose),
         "token_recon": recipe.curate.token_recon,
         "tokenizers": {k: v.get("weights_sha256") for k, v in sorted(tokenizers.items())},
+        "item_units": recipe.execution.item_units,
         "files": files,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def load_candidates(output: Path, key: str, schema: pa.Schema) -> pa.Table | None:
-    """The cached candidates of a previous run into `output`, if its key matches; else None."""
-    meta_path = Path(output) / CACHE_DIR / "candidates.json"
-    data_path = Path(output) / CACHE_DIR / "candidates.parquet"
+def candidate_files(out: Path) -> list[Path]:
+    return sorted((Path(out) / CANDIDATES).glob("part-*.parquet"))
+
+
+def load_candidates(output: Path, key: str) -> list[Path] | None:
+    """The candidate parts of a previous run into `output`, if its key matches and every part is there."""
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads((Path(output) / CACHE_DIR / "candidates.json").read_text())
     except (OSError, ValueError):
         return None
-    if meta.get("key") != key or meta.get("format") != CACHE_FORMAT:
-        return None
-    try:
-        table = pq.read_table(data_path)
-        return table.select(schema.names).cast(schema)
-    except (OSError, pa.ArrowException, KeyError):
-        return None  # an unreadable or outdated cache is recomputed, never trusted
+    parts = candidate_files(output)
+    if meta.get("key") != key or meta.get("format") != CACHE_FORMAT or meta.get("parts") != len(parts):
+        return None  # another key, or an incomplete cache: recomputed, never trusted
+    return parts
 
 
-def save_candidates(staging: Path, key: str, table: pa.Table) -> None:
-    d = Path(staging) / CACHE_DIR
+def save_candidates(staging: Path, key: str, parts: list[Path]) -> None:
+    """Link (or copy) the parts into staging's cache; a part is never rewritten."""
+    d = Path(staging) / CANDIDATES
     d.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, d / "candidates.parquet", compression="zstd", compression_level=3)
-    (d / "candidates.json").write_text(json.dumps({"format": CACHE_FORMAT, "key": key,
-                                                   "rows": table.num_rows}, indent=1) + "\n")
+    for p in parts:
+        try:
+            os.link(p, d / p.name)
+        except OSError:
+            shutil.copy2(p, d / p.name)
+    (Path(staging) / CACHE_DIR / "candidates.json").write_text(json.dumps(
+        {"format": CACHE_FORMAT, "key": key, "parts": len(parts)}, indent=1) + "\n")

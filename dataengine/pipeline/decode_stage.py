@@ -2,7 +2,9 @@
 
 A plain function over Arrow batches, run as Ray tasks. It reads: the unit
 columns of `discover.Unit`. It writes `DECODED_SCHEMA`: one row per decoded
-item (a unit, or one record of a `.jsonl`) and one row per rejected input. The
+item (a unit, or one record of a `.jsonl`) and one row per rejected input. A
+manifest row's unit (``row`` set) takes its caption and metadata from ``inline``
+instead of files, and is refused if the manifest changed since discovery. The
 decoded arrays travel as a safetensors blob (no pickle), already resized to the
 tokenizer's resolution so the object store never holds full-size video.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,11 @@ import pyarrow as pa
 from safetensors.numpy import save as st_save
 
 from dataengine import decode as D
+from dataengine import storage
 from dataengine.curate.stats import content_hash, item_stats, stats_json
+from dataengine.decode.source import check_unchanged
 from dataengine.errors import RejectError
+from dataengine.manifest_input import manifest_of
 from dataengine.recipe import Decode
 
 DECODED_SCHEMA = pa.schema([
@@ -57,16 +62,23 @@ class DecodeStage:
     image_size: int | None        # square side of the image tokenizer (None: no image tokenizer)
     modalities: frozenset[str]    # modalities the recipe has tokenizers for
     stats: bool = True            # compute quality stats (False: stats "{}", e.g. when fitting tokenizers)
-    reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar", "stamps")
+    reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar", "stamps",
+                              "row", "inline")
     writes: tuple[str, ...] = tuple(DECODED_SCHEMA.names)
     ledger: str | None = None     # the run's crash ledger actor (pipeline.isolation); None: no crash isolation
+    # how to reach s3:// roots, captured where the stage is built (the driver) and shipped with it: a worker's
+    # environment may lack the AWS variables (Ray started before they were set, another node). Repr hides keys.
+    storage_options: storage.StorageOptions = field(default_factory=storage.options_from_env)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table, guard=None) -> pa.Table:
+        """Decode a batch of units. `guard`: the work item's `UnitGuard` (opened and finished by the caller,
+        `pipeline.items`); without one the batch opens its own (one round trip to the ledger)."""
         from dataengine.pipeline.isolation import UnitGuard, maybe_crash
 
         rows: list[dict] = []
         units = batch.to_pylist()
-        guard = UnitGuard(self.ledger, [u["unit_id"] for u in units])  # one round trip per batch
+        own = guard is None
+        guard = guard or UnitGuard(self.ledger, [u["unit_id"] for u in units])
         for unit in units:
             if guard.rejected(unit["unit_id"]):  # it killed the worker max_unit_crashes times: never again
                 produced = self._media_failed(unit, None, "decoder_crashed", guard.detail(unit))
@@ -77,20 +89,23 @@ class DecodeStage:
             for r in produced:
                 r["unit_rows"] = len(produced)
             rows.extend(produced)
-        guard.finished()
+        if own:
+            guard.finished()
         return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
     # ------------------------------------------------------------------------------------
     def decode_unit(self, u: dict) -> list[dict]:
         out: list[dict] = []
-        root = Path(u["root"])
+        root = u["root"]  # a folder or a URI (s3://bucket/prefix): never through Path, which folds "//"
         kind = u["kind"]
         needed = "text" if kind in ("text", "jsonl") else kind
         if needed not in self.modalities:
             return self._media_failed(u, None, "no_tokenizer",
                                       f"the recipe has no `tokenizers.{needed}`; add one to keep {kind} inputs")
         try:
-            data = _read(root, u["media"], self.decode.max_file_bytes, u.get("stamps"))
+            if u.get("row"):  # a manifest row's sample: its caption and metadata were read from the manifest
+                check_unchanged(root, manifest_of(u["row"]), u.get("stamps"), self.storage_options)
+            data = _read(root, u["media"], self.decode.max_file_bytes, u.get("stamps"), self.storage_options)
         except RejectError as e:
             return self._media_failed(u, None, e.reason, e.detail)
         lineage = [{"path": u["media"], "sha256": hashlib.sha256(data).hexdigest(), "role": "media"}]
@@ -99,7 +114,7 @@ class DecodeStage:
         sidecar = None
         if u.get("sidecar"):
             try:
-                raw = _read(root, u["sidecar"], self.decode.max_file_bytes, u.get("stamps"))
+                raw = _read(root, u["sidecar"], self.decode.max_file_bytes, u.get("stamps"), self.storage_options)
                 sidecar = D.parse_sidecar(raw)
                 lineage.append({"path": u["sidecar"], "sha256": _sha(raw), "role": "sidecar"})
                 meta["sidecar"] = sidecar
@@ -107,11 +122,13 @@ class DecodeStage:
                 out.append(_reject(u, u["sidecar"], "decode", e.reason, e.detail))
         if u.get("caption"):
             try:
-                raw = _read(root, u["caption"], self.decode.max_file_bytes, u.get("stamps"))
+                raw = _read(root, u["caption"], self.decode.max_file_bytes, u.get("stamps"), self.storage_options)
                 meta["text"] = D.decode_text(raw, max_chars=self.decode.text.max_chars)
                 lineage.append({"path": u["caption"], "sha256": _sha(raw), "role": "caption"})
             except RejectError as e:
                 out.append(_reject(u, u["caption"], "decode", e.reason, e.detail))
+        if u.get("row"):
+            sidecar = self._manifest_row(u, meta, lineage)
         try:
             if kind == "jsonl":
                 return out + self._jsonl(u, data, lineage[0])
@@ -127,6 +144,23 @@ class DecodeStage:
             lineage[0]["role"] = "document"
         out.append(_ok(u, u["unit_id"], "text" if kind == "text" else kind, lineage, meta, arrays, described))
         return out
+
+    def _manifest_row(self, u: dict, meta: dict, lineage: list) -> dict | None:
+        """A manifest row's caption (``meta["text"]``, as a caption file's) and metadata (the sidecar).
+
+        The row is in the lineage (role "manifest", sha256 of its `inline` JSON). A caption that does
+        not decode leaves the sample without text and says why in ``meta["caption_error"]``."""
+        raw = u.get("inline") or "{}"
+        inline = json.loads(raw)
+        lineage.append({"path": u["row"], "sha256": _sha(raw.encode()), "role": "manifest"})
+        if inline.get("caption") is not None:
+            try:
+                meta["text"] = D.decode_text(inline["caption"].encode(), max_chars=self.decode.text.max_chars)
+            except RejectError as e:
+                meta["caption_error"] = f"{e.reason}: {e.detail}"
+        if inline.get("metadata") is not None:
+            meta["sidecar"] = inline["metadata"]
+        return inline.get("metadata")
 
     def _describe(self, kind: str, full: dict, text: str | None, smeta: dict, meta: dict) -> tuple[str, str]:
         """(content_hash, stats JSON) of one item from its FULL-resolution decode."""
@@ -187,12 +221,12 @@ class DecodeStage:
     def _media_failed(u: dict, companions: list[dict] | None, reason: str, detail: str) -> list[dict]:
         """Reject the media file, and its caption/sidecar with it: they have no sample to join.
 
-        `companions` are the caption/sidecar entries that decoded fine (None: the
+        `companions` are the caption/sidecar/manifest-row entries that decoded fine (None: the
         media failed before they were read, so every companion of the unit).
         """
         rows = [_reject(u, u["media"], "decode", reason, detail)]
         if companions is None:
-            paths = [p for p in (u.get("caption"), u.get("sidecar")) if p]
+            paths = [p for p in (u.get("caption"), u.get("sidecar"), u.get("row")) if p]
         else:
             paths = [c["path"] for c in companions]
         for path in paths:
@@ -248,7 +282,7 @@ class DecodeStage:
         the source root (`read_input`) without a discovery stamp: each is its own
         unit too, whose stamp the candidates cache key holds.
         """
-        c, root = self.decode, Path(u["root"])
+        c, root = self.decode, u["root"]
         full, arrays, segments = {}, {}, []
         for k, seg in enumerate(rec["interleaved"]):
             mod = next((m for m in ("image", "audio") if m in seg), None)
@@ -260,7 +294,7 @@ class DecodeStage:
                 raise RejectError("no_tokenizer", f"segment {k} references {mod} {ref!r} and the recipe has no "
                                                   f"`tokenizers.{mod}`; add one to keep interleaved {mod}")
             try:
-                raw = _read(root, ref, c.max_file_bytes)
+                raw = _read(root, ref, c.max_file_bytes, None, self.storage_options)
                 if mod == "image":
                     full[f"image.{k}"] = img = D.decode_image(raw, max_pixels=c.image.max_pixels)
                     arrays[f"image.{k}"] = D.square_resize(img, self.image_size)
@@ -282,9 +316,10 @@ class DecodeStage:
         return arrays, self._describe("text", full, canon, {"text": meta["text"]}, meta)
 
 
-def _read(root: Path, rel: str, max_bytes: int, stamps: str | None = None) -> bytes:
+def _read(root: str, rel: str, max_bytes: int, stamps: str | None = None,
+          options: storage.StorageOptions | None = None) -> bytes:
     """A file's (or `a.tar#member`'s) bytes, confined to the root, capped, and refused if changed since discovery."""
-    return D.read_input(root, rel, max_bytes, stamps)
+    return D.read_input(root, rel, max_bytes, stamps, options)
 
 
 def _sha(data: bytes) -> str:

@@ -154,7 +154,8 @@ _HANDLES: dict[str, object] = {}
 
 
 class UnitGuard:
-    """One decode batch's conversation with the ledger (a no-op without one)."""
+    """One work item's (or decode batch's) conversation with the ledger (a no-op without one): one round
+    trip when it begins, one fire-and-forget message when it ends; per-unit messages only when careful."""
 
     def __init__(self, ledger_name: str | None, unit_ids: list[str]):
         self._actor = None
@@ -182,6 +183,12 @@ class UnitGuard:
         """Before decoding a unit: a careful attempt tells the ledger, and waits (a healthy batch says nothing)."""
         if self._actor is not None and self.verdict["careful"]:
             self._call(self._actor.started.remote(self._attempt, unit_id))
+
+    def paused(self) -> None:
+        """Between decodes (the worker tokenizes now): a careful attempt tells the ledger no unit is being
+        decoded, so a crash from here on is pinned on none (a tokenizer crash is not a unit's)."""
+        if self._actor is not None and self.verdict["careful"]:
+            self._call(self._actor.started.remote(self._attempt, None))
 
     def finished(self) -> None:
         if self._actor is None:

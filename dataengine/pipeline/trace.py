@@ -42,9 +42,9 @@ class TracedDecode:
 
     fn: object
 
-    def __call__(self, batch):
+    def __call__(self, batch, **kwargs):
         note_node("decode")
-        return self.fn(batch)
+        return self.fn(batch, **kwargs)
 
 
 class TracedTokenizeStage(TokenizeStage):

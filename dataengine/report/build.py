@@ -1,7 +1,7 @@
 """`OUT/report.html`: one self-contained page that shows what a run did, built from OUT alone.
 
     OUT/manifest.json, stats.json, rejects.parquet, parquet/*.parquet,
-    cache/candidates.parquet, tokenizers/, vocab.json [, tokenizer_eval.json]
+    cache/candidates/*.parquet, tokenizers/, vocab.json [, tokenizer_eval.json]
       -> ReportData -> sections (overview, inputs & rejects, stats vs thresholds,
          dedup, tokens & mixture, lengths, tokenizer fidelity + gallery, lineage)
       -> report.html (inline SVG plots, data: URI media, no scripts, no URLs)
@@ -34,7 +34,7 @@ class ReportData:
     stats: dict
     rejects: pl.DataFrame
     seq: pl.DataFrame                 # LIGHT_COLUMNS + shard (parquet path relative to OUT) + row (index in it)
-    candidates: pl.DataFrame | None   # OUT/cache/candidates.parquet (every tokenized item before curation)
+    candidates: pl.DataFrame | None   # OUT/cache/candidates/ (every tokenized item before curation)
     vocab: Vocab
     tokenizer_eval: dict | None
     _toks: dict | None = field(default=None, repr=False)
@@ -81,8 +81,10 @@ def load_report_data(out: Path) -> ReportData:
               "kind": pl.String, "num_tokens": pl.Int32, "repeat": pl.Int32, "dup_cluster": pl.String,
               "shard": pl.String}
     seq = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    cand_path = out / "cache" / "candidates.parquet"
-    candidates = pl.read_parquet(cand_path) if cand_path.is_file() else None
+    from dataengine.pipeline.cache import candidate_files
+
+    cand = candidate_files(out)
+    candidates = pl.concat([pl.read_parquet(p) for p in cand], how="vertical_relaxed") if cand else None
     eval_path = out / "tokenizer_eval.json"
     tok_eval = json.loads(eval_path.read_text()) if eval_path.is_file() else None
     return ReportData(out=out, manifest=manifest, stats=stats, rejects=pl.read_parquet(out / "rejects.parquet"),

@@ -53,7 +53,7 @@ def _chain(data, row: dict) -> str:
     loss = sum(t["end"] - t["start"] for t in row["target_spans"] or [])
     twins = data.rejects.filter((pl.col("stage") == "dedup") & pl.col("detail").str.contains(f"kept id {row['id']}",
                                                                                            literal=True)).height
-    copies = data.seq.filter(pl.col("id").str.starts_with(row["id"] + "-r")).height
+    copies = _plan_copies(data.manifest.get("mixture"), row)
     stats = {k: v for k, v in (row.get("stats") or {}).items() if v is not None}
     rules = data.stats.get("curate", {}).get("filters", {}).get("rules", {})
     checked = [k for k in rules if k in stats]
@@ -72,8 +72,8 @@ def _chain(data, row: dict) -> str:
         ("curated", f"passed {len(checked)} threshold(s) ({esc(', '.join(checked) or 'none apply')}); "
                     + (f"kept copy of a cluster with {twins} dropped twin(s)" if twins else "no duplicate found")
                     + f"; split <b>{esc(row['split'])}</b>"
-                    + (f"; up-sampled: {copies} extra cop{'y' if copies == 1 else 'ies'} "
-                       f"(<code>{esc(row['id'])}-r1</code>…)" if copies else "")),
+                    + (f"; the mixture plan reads it {copies} time{'s' * (copies != 1)} per epoch"
+                       if copies is not None else "")),
         ("shard", f"<code>{esc(shard)}</code> row {row['row']:,} (sha256 <code>{esc(entry.get('sha256', '')[:16])}"
                   "</code>…)" + (f"; <code>{esc(wds)}</code> key <code>{esc(row['id'])}</code>" if has_wds else "")),
     ]
@@ -104,3 +104,18 @@ def _rejected_examples(data) -> str:
                          r["detail"][:200]])
     return ("<h3>And files that did not arrive (one per stage)</h3>"
             + table(["stage", "file", "reason", "detail"], rows))
+
+
+def _plan_copies(plan: dict | None, row: dict) -> int | None:
+    """How often the manifest's mixture plan has the trainer read `row` per epoch (None: not in the plan)."""
+    if not plan or row.get("split") != plan.get("split"):
+        return None
+    from dataengine.curate.mixture import copies_from_plan, rank_bins
+
+    group = f"{row['source']}/{row['kind']}"
+    groups = plan.get("groups") or {}
+    if group not in groups:
+        return None
+    names = sorted(groups)
+    flat = {"names": names, "full": [groups[g]["full"] for g in names], "cut": [groups[g]["cut"] for g in names]}
+    return int(copies_from_plan([group], rank_bins([row["id"]], plan["seed"]), flat)[0])

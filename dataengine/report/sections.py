@@ -12,7 +12,7 @@ from dataengine.report.html import (DROPPED, KEPT, MODALITY_COLORS, Raw, Section
                                     pct, table)
 from dataengine.report.plots import hbar, histogram
 
-ITEM_DROPS = ("filter", "dedup", "mixture")
+ITEM_DROPS = ("filter", "dedup")
 
 
 def file_modality(paths: pl.Series) -> pl.Series:
@@ -34,6 +34,7 @@ def overview(data) -> Section:
     items = rej.filter(pl.col("reason") != "media_dropped")  # one row per item, companions aside
     by_stage = {s: int((items["stage"] == s).sum()) for s in ("discover", "decode", "tokenize", *ITEM_DROPS)}
     split = seqs.get("by_split", {})
+    mix = st.get("curate", {}).get("mixture", {}).get("totals", {})
     steps = [
         ("input files", st["inputs"]["files"], "every file found under the sources"),
         ("sample groups", st["inputs"]["sample_groups"],
@@ -44,10 +45,11 @@ def overview(data) -> Section:
          "decoded and tokenized candidates (a .jsonl gives one item per record)"),
         ("dropped by filters", by_stage["filter"], "a stat outside a recipe threshold"),
         ("dropped as duplicates", by_stage["dedup"], "exact or near copy of a kept item"),
-        ("dropped by the mixture", by_stage["mixture"], "beyond a group's token budget"),
+        ("left out by the mixture plan", mix.get("rows_left_out", 0),
+         "written, but beyond a group's token budget: the trainer's loader skips them"),
         ("sequences written", seqs.get("total", 0),
-         f"train {split.get('train', 0):,}, val {split.get('val', 0):,}, of which "
-         f"{seqs.get('repeated_copies', 0):,} up-sampled copies"),
+         f"train {split.get('train', 0):,}, val {split.get('val', 0):,}, each once; the plan reads "
+         f"{mix.get('copies', 0):,} train copies per epoch"),
     ]
     body = cards([("input files", st["inputs"]["files"]), ("sequences", seqs.get("total", 0)),
                   ("tokens", st.get("tokens", {}).get("total", 0)), ("rejected rows", st["rejects"]["total"]),
@@ -117,7 +119,7 @@ def distributions(data) -> Section:
             "(dropped ones included); red marks the items outside the threshold, dashed lines the thresholds.")
     if frame is None:
         return Section("distributions", "Stats against thresholds", lead,
-                       "<p>No candidates cache (<code>cache/candidates.parquet</code>) in this folder.</p>")
+                       "<p>No candidates cache (<code>cache/candidates/</code>) in this folder.</p>")
     curate = data.stats.get("curate", {})
     rules = curate.get("filters", {}).get("rules", {})
     dropped = curate.get("filters", {}).get("dropped", {})

@@ -14,10 +14,12 @@ def tokens_and_mixture(data) -> Section:
     body = _mixture(data.stats.get("curate", {}).get("mixture", {}))
     body += _source_modality(data)
     return Section("tokens", "Tokens per source and modality, before and after balancing",
-                   "The mixture step sets a token budget per source/kind group of the train split and meets it by "
-                   "dropping (down-sampling) or repeating (up-sampling) items. <i>Available</i> is what curation "
-                   "left before balancing, <i>target</i> what the policy asked for, <i>achieved</i> what was "
-                   "written.", body)
+                   "The mixture step sets a token budget per source/kind group of the train split and meets it "
+                   "with a plan in manifest.json that the trainer's loader follows: every item is written once, "
+                   "and a group's items are read a whole number of times plus once more for a stable, hash-ordered "
+                   "share of them (down-sampling leaves the rest out). <i>Available</i> is what curation left "
+                   "before balancing, <i>target</i> what the policy asked for, <i>achieved</i> what the plan "
+                   "reads per epoch.", body)
 
 
 def _mixture(report: dict) -> str:
@@ -68,7 +70,7 @@ def _source_modality(data) -> str:
     if not keys:
         return "<p>No tokens were written.</p>"
     body = ("<h3>Tokens per source x modality</h3><p class=\"note\">Before: every tokenized candidate "
-            "(<code>cache/candidates.parquet</code>), ahead of filters, dedup and the mixture. After: the written "
+            "(<code>cache/candidates/</code>), ahead of filters, dedup and the mixture. After: the written "
             "shards, train and val, repeats included. <i>special</i> counts markers and separators.</p>")
     rows = []
     for s, m in keys:

@@ -1,8 +1,8 @@
 """manifest.json and stats.json: what was written, and how every input fared.
 
-Counts are computed with Polars and NumPy over the files just written (not
-with Ray's groupby, which is slow at small scale), so they describe exactly
-what is on disk.
+Counts are computed by the workers that wrote each shard, over the rows they
+wrote (`shards.plan.shard_stats`), and summed here, so they describe exactly
+what is on disk without reading it back.
 """
 from __future__ import annotations
 
@@ -55,55 +55,31 @@ def token_modality_counts(tokens: pl.Series, group: pl.Series, vocab: Vocab) -> 
             for i, k in enumerate(keys)}
 
 
-def build_stats(out: Path, vocab: Vocab, found, shards: list[dict]) -> dict:
-    files = sorted(out / s["path"] for s in shards if s["format"] == "parquet")
-    seq = pl.concat([pl.read_parquet(f) for f in files]) if files else None
-    rej = pl.read_parquet(out / "rejects.parquet")
+def build_stats(found, rejects: dict, shard_stats: list[dict]) -> dict:
+    """stats.json from discovery, the reject counts and the shards' own stats (merged, never re-read)."""
+    from dataengine.shards.plan import merge_stats
+
+    sequences, tokens, length = merge_stats(shard_stats)
     stats: dict = {
         "inputs": {
             "files": len(found.files),
             "sample_groups": len(found.units),
+            "metadata_files": len(found.metadata),  # img2dataset shard .parquet / _stats.json
             "by_kind": _counts(pl.Series([u.kind for u in found.units], dtype=pl.String)),
             "by_source": _counts(pl.Series([s for s, _ in found.files], dtype=pl.String)),
         },
-        "rejects": {
-            "total": rej.height,
-            "by_stage": _counts(rej["stage"]),
-            "by_reason": _counts(rej["reason"]),
-            "by_stage_reason": _counts(rej["stage"] + "/" + rej["reason"]),
-        },
+        "rejects": rejects,
+        "sequences": sequences,
+        "tokens": tokens,
     }
-    if seq is None or seq.height == 0:
-        stats["sequences"] = {"total": 0}
-        stats["tokens"] = {"total": 0}
-        return stats
-    n = seq["num_tokens"].cast(pl.Int64)  # Int32 sums overflow silently (NOTES)
-    stats["sequences"] = {
-        "total": seq.height,
-        "by_split": _counts(seq["split"]),
-        "by_task": _counts(seq["task"]),
-        "by_kind": _counts(seq["kind"]),
-        "by_source": _counts(seq["source"]),
-        "repeated_copies": int((seq["repeat"] > 0).sum()),
-    }
-    by_source = token_modality_counts(seq["tokens"], seq["source"], vocab)
-    by_modality: dict[str, int] = {}
-    for mods in by_source.values():
-        for m, c in mods.items():
-            by_modality[m] = by_modality.get(m, 0) + c
-    stats["tokens"] = {
-        "total": int(n.sum()),
-        "by_modality": dict(sorted(by_modality.items())),
-        "by_source_modality": by_source,
-        "by_task": {k: int(v) for k, v in seq.group_by("task").agg(pl.col("num_tokens").cast(pl.Int64).sum())
-                    .sort("task").iter_rows()},
-    }
-    stats["length"] = {"min": int(n.min()), "max": int(n.max()), "mean": round(float(n.mean()), 2),
-                       "p50": int(n.quantile(0.5, "nearest")), "p95": int(n.quantile(0.95, "nearest"))}
+    if length:
+        stats["length"] = length
     return stats
 
 
-def build_manifest(recipe, vocab: Vocab, shards: list[dict], stats: dict) -> dict:
+def build_manifest(recipe, vocab: Vocab, shards: list[dict], stats: dict, mixture: dict | None = None) -> dict:
+    """`mixture`: the plan the trainer's loader follows (curate.distributed.manifest_plan); each row is
+    written once, and a row of group g is read full[g] + (rank bin < cut[g]) times per epoch."""
     return {
         "format": MANIFEST_FORMAT,
         "recipe": {"name": recipe.name, "sha256": recipe.sha256, "seed": recipe.seed},
@@ -121,6 +97,7 @@ def build_manifest(recipe, vocab: Vocab, shards: list[dict], stats: dict) -> dic
             "tokens_by_source_modality": stats["tokens"].get("by_source_modality", {}),
             "rejects": stats["rejects"]["total"],
         },
+        "mixture": mixture,
         "files": {"rejects": "rejects.parquet", "stats": "stats.json", "vocab": "vocab.json",
                   "tokenizers": "tokenizers/"},
     }

@@ -18,7 +18,7 @@ from safetensors.numpy import load as st_load
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
 from dataengine.progress import bar_safe, progress
-from dataengine.recipe import Recipe
+from dataengine.recipe import Recipe, source_roots
 from dataengine.tokenize.base import CARD_FILE, read_card, resolve_params
 from dataengine.tokenize.registry import get_family, load_tokenizer
 
@@ -73,10 +73,7 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
     """Fit `roles` (default: all) and save them under `tokdir`; returns per-role summaries."""
     tokdir = Path(tokdir)
     roles = [r for r in FIT_ORDER if r in (roles or list(recipe.tokenizers))]
-    sources = [(s.name, recipe.resolve(s.path)) for s in recipe.sources]
-    for name, path in sources:
-        if not path.is_dir():
-            raise RecipeError(f"source {name!r}: {path} is not a folder; pass an existing folder with --input")
+    sources = source_roots(recipe)
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
     stage = decode_stage_for(recipe, stats=False)
     fit_units, held_units = split_units(recipe, found.units)

@@ -45,6 +45,7 @@ class DataConfig:
     eval_split: str = "val"
     format: str = "parquet"           # parquet | webdataset (which shards of the manifest to read)
     tasks: list[str] | None = None    # keep only rows whose `task` is listed (None: all)
+    mixture: str = "manifest"         # manifest: follow manifest.json's mixture plan | none: every row once
     loss_on: str = "all"              # all: every token (pretraining) | targets: target_spans only (SFT)
     attention: str = "document"       # document: block-diagonal causal per document | causal: whole row
     workers: int = 1                  # loader slices per rank (DataLoader worker processes when > 1)
@@ -161,6 +162,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         (d.context >= 2, "data.context must be at least 2"),
         (d.batch_size >= 1 and d.grad_accum >= 1, "data.batch_size and data.grad_accum must be >= 1"),
         (d.format in ("parquet", "webdataset"), f"data.format must be parquet or webdataset, not {d.format!r}"),
+        (d.mixture in ("manifest", "none"), (f"data.mixture must be manifest (follow the mixture plan in "
+                                             f"manifest.json) or none (every row once), not {d.mixture!r}")),
         (d.loss_on in ("all", "targets"), f"data.loss_on must be all or targets, not {d.loss_on!r}"),
         (d.attention in ("document", "causal"), f"data.attention must be document or causal, not {d.attention!r}"),
         (d.workers >= 1, "data.workers must be >= 1"),

@@ -3,7 +3,9 @@
 Epoch e orders all N sequences of the split by `permutation(N)` seeded with
 (seed, e). Rank r of W takes every W-th entry starting at r, and worker w of K
 of that every K-th entry starting at w: across ranks and workers every sequence
-is read exactly once per epoch. Each worker packs its own slice into batches
+is read exactly once per epoch. Under a mixture plan (`ShardSource`) the N
+sequences are the virtual rows: a row with c copies is c entries of the
+permutation, so its copies land apart in the epoch, each read once. Each worker packs its own slice into batches
 (`dataengine.train.pack`), so a worker's stream is a pure function of its
 state (epoch, cursor into its slice, token offset inside that sequence).
 
@@ -166,7 +168,9 @@ class PackedLoader:
                                   f"resume with the same data settings and number of processes")
         if state["fingerprint"] != mine["fingerprint"]:
             raise RecipeError("the shards differ from the ones the checkpoint was trained on (manifest "
-                              "fingerprint changed); point --shards at the original output or start a new run")
+                              "fingerprint changed: shards, vocabulary, data.tasks or the mixture plan / "
+                              "data.mixture); point --shards at the original output with the original data "
+                              "settings, or start a new run")
         self.states = [dict(s) for s in state["states"]]
         self.consumed = int(state["consumed"])
         self._it = None

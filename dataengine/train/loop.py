@@ -154,11 +154,12 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
     optimizer = make_optimizer(model, cfg)
 
     d = cfg.data
-    source = ShardSource(shards, d.split, d.format, d.tasks, d.loss_on, d.cache_shards, vocab.size)
+    source = ShardSource(shards, d.split, d.format, d.tasks, d.loss_on, d.cache_shards, vocab.size, d.mixture)
     loader = PackedLoader(source, context=d.context, batch_size=d.batch_size, seed=d.seed, workers=d.workers,
                           rank=rank, world=world, modality_of=vocab.modality_index)
     try:
-        eval_source = ShardSource(shards, d.eval_split, d.format, d.tasks, d.loss_on, d.cache_shards, vocab.size)
+        eval_source = ShardSource(shards, d.eval_split, d.format, d.tasks, d.loss_on, d.cache_shards, vocab.size,
+                                  d.mixture)
     except RecipeError as e:
         eval_source = None
         say(f"no evaluation: {e}")

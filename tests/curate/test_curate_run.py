@@ -71,7 +71,7 @@ def test_dedup_is_in_stats_and_rows_carry_cluster_and_stats(dup_run):
 def test_rethresholding_reuses_the_candidates(dup_run):
     base, out = dup_run["base"], dup_run["out"]
     before = outputs(out)
-    cand = pl.read_parquet(out / "cache" / "candidates.parquet").filter(pl.col("kind") == "image")
+    cand = pl.read_parquet(out / "cache" / "candidates" / "*.parquet").filter(pl.col("kind") == "image")
     blur = {p: json.loads(s).get("image_blur") for p, s in zip(cand["path"], cand["stats"])}
     cut = float(np.median([b for b in blur.values() if b is not None]))
     recipe = load_recipe(tiny_recipe(base, tokenizers=IMAGE_TEXT, output={"val_fraction": 0.5},

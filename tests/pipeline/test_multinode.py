@@ -11,9 +11,9 @@ from corpus_factory import make_mixed_corpus, tiny_recipe
 def test_two_node_cluster_matches_single_node(tmp_path):
     corpus = tmp_path / "corpus"
     make_mixed_corpus(corpus, broken=True)
-    # two 1-CPU actors on two 1-CPU nodes: one each (decode is fused into the same actors by Ray Data)
-    execution = {"decode_num_cpus": 1.0, "tokenize_num_cpus": 1.0, "tokenize_actors": 2, "tokenize_min_actors": 2,
-                 "decode_batch": 2, "tokenize_batch": 4}
+    # two 1-CPU workers on two 1-CPU nodes: one each (each decodes, tokenizes and writes its items' parts)
+    execution = {"tokenize_num_cpus": 1.0, "tokenize_actors": 2, "decode_batch": 2, "tokenize_batch": 4,
+                 "item_units": 4}
     recipe = tiny_recipe(tmp_path, execution=execution)
     outs = tmp_path / "multi", tmp_path / "single"
     driver = Path(__file__).with_name("multinode_driver.py")

@@ -13,7 +13,7 @@ from dataengine.pipeline.run import run_pipeline
 from dataengine.recipe import load_recipe
 
 # small parts so a kill lands mid-run; no mixture so every good input must arrive
-EXECUTION = {"decode_batch": 2, "tokenize_batch": 4, "checkpoint_rows": 4}
+EXECUTION = {"decode_batch": 2, "tokenize_batch": 4, "item_units": 4}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_killed_while_tokenizing_then_while_writing_resumes_to_the_same_output(s
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     assert not out.exists(), "a killed run must leave no OUT behind"
     parts = list((setup["base"] / ".out.work" / "parts").glob("part-*.parquet"))
-    assert len(parts) == 2
+    # workers commit their own parts: the driver died after the 2nd, others may have landed meanwhile
+    assert 2 <= len(parts) < len(list((setup["base"] / "reference" / "cache" / "candidates").glob("*.parquet")))
 
     second = cli_run(setup, out, DATAENGINE_KILL_AT="write")
     assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]

@@ -1,5 +1,4 @@
 """The integration test: the real Ray pipeline on a small corpus with broken files."""
-import json
 from pathlib import Path
 
 import duckdb

@@ -4,7 +4,6 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import webdataset as wds
 
 from dataengine.shards.schema import SCHEMAS, SEQUENCE_SCHEMA, schema_to_json

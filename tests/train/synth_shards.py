@@ -7,6 +7,7 @@ carry target spans on the assistant turn only, like `compose_chat`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -89,3 +90,65 @@ def tiny_overrides(run_dir, **extra) -> list[str]:
             "model.n_kv_heads": 2}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+# --- shards of a few source/kind groups with a mixture plan in the manifest (tests/train/test_mixture_plan.py) ---
+
+MIXTURE_GROUPS = {  # group: (train rows, val rows, body length range): different sizes, so a policy re-weights
+    "web/text": (600, 10, (20, 90)), "demo/image": (300, 10, (30, 70)),
+    "demo/audio": (240, 10, (10, 40)), "lab/sensor": (200, 10, (10, 30)),
+}
+
+
+def _group_row(rid: str, split: str, group: str, lengths: tuple[int, int], rng, vocab: Vocab) -> dict:
+    source, kind = group.rsplit("/", 1)
+    sp = vocab.special
+    body = _walk(rng, vocab, kind, int(rng.integers(*lengths)))
+    toks = np.concatenate([[sp("<|bos|>"), sp(f"<|{kind}_start|>")], body, [sp(f"<|{kind}_end|>"), sp("<|eos|>")]])
+    return {"id": rid, "split": split, "source": source, "task": kind, "kind": kind, "modalities": [kind],
+            "tokens": toks.astype(np.int32).tolist(), "num_tokens": len(toks),
+            "spans": [{"modality": kind, "start": 2, "end": 2 + len(body)}],
+            "target_spans": [{"start": 0, "end": len(toks)}], "side": "[]", "lineage": [], "meta": "{}"}
+
+
+def write_mixture_shards(out: Path, mixture, groups: dict | None = None, unplanned: tuple[str, ...] = (),
+                         shard_rows: int = 128, seed: int = 0, webdataset: bool = True) -> Path:
+    """A `dataengine run`-shaped folder whose rows (each written once) belong to `groups` and whose
+    manifest carries the mixture plan of `mixture` (a `MixtureConfig`), computed like the pipeline does:
+    `plan_from_histogram` over train tokens per (group, rank bin). Groups in `unplanned` are written
+    but left out of the plan (their rows count once)."""
+    from dataengine.curate.mixture import RANK_BITS, plan_from_histogram, rank_bins
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = synthetic_vocab()
+    vocab.save(out / "vocab.json")
+    rng = np.random.default_rng(seed)
+    groups = dict(MIXTURE_GROUPS if groups is None else groups)
+    rows = {"train": [], "val": []}
+    for g, (n_train, n_val, lengths) in groups.items():
+        for i in range(n_train + n_val):
+            split = "train" if i < n_train else "val"
+            rid = hashlib.sha256(f"{g}#{i}".encode()).hexdigest()[:16]
+            rows[split].append(_group_row(rid, split, g, lengths, rng, vocab))
+    shards = []
+    for split in ("train", "val"):
+        part = sorted(rows[split], key=lambda r: r["id"])  # the writer takes rows sorted by id
+        table = pa.Table.from_pylist(part, schema=SEQUENCE_SCHEMA)
+        shards += write_split(table, split, out, shard_rows=shard_rows, compression="zstd", webdataset=webdataset)
+    names = sorted(g for g in groups if g not in unplanned)
+    index = {g: i for i, g in enumerate(names)}
+    planned = [r for r in rows["train"] if f"{r['source']}/{r['kind']}" in index]
+    hist = np.zeros((len(names), 1 << RANK_BITS))
+    np.add.at(hist, (np.array([index[f"{r['source']}/{r['kind']}"] for r in planned], dtype=np.int64),
+                     rank_bins([r["id"] for r in planned], mixture.seed)),
+              np.array([r["num_tokens"] for r in planned], dtype=np.float64))
+    plan = plan_from_histogram(names, hist, mixture)
+    manifest = {"format": "dataengine.manifest/1", "vocab": {"path": "vocab.json", "sha256": vocab.sha256,
+                                                             "size": vocab.size}, "shards": shards,
+                "mixture": {"format": "dataengine.mixture/1", "split": "train", "policy": plan["policy"],
+                            "seed": plan["seed"], "rank_bits": RANK_BITS,
+                            "groups": {g: {"full": plan["full"][i], "cut": plan["cut"][i],
+                                           **plan["report"]["groups"][g]} for i, g in enumerate(names)}}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return out

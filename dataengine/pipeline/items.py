@@ -1,0 +1,179 @@
+"""Decode + tokenize as work items: each worker writes its own candidate part; the driver plans.
+
+    units (sorted by unit_id) --plan_items--> items of `item_units` consecutive units
+      --Ray Data, one tokenizer actor per CPU--> ItemWorker: decode (sub-batches of decode_batch)
+         -> tokenize + compose (sub-batches of tokenize_batch) -> WORK/parts/part-<item>.parquet
+      <-- one summary row per item (item, rows): all the driver sees
+
+A part is written to a temporary name and renamed, so it is whole or absent, and
+its bytes depend only on its units: a retried call (a worker killed mid-item),
+another cluster size or a resumed run writes the same file. Resuming lists the
+part files (O(items)) and sends only the missing items. Ray Data retries a call
+whose actor died, and the crash ledger (`pipeline.isolation`) turns a unit that
+kills its worker every time into a reject, so every item ends.
+
+The item plan depends only on the number of units (`item_units_for`), never on
+the cluster, so a run resumed on another cluster finds its parts.
+
+Fault injection for the tests: `DATAENGINE_KILL_AFTER_PARTS=N` makes the driver
+SIGKILL itself once N parts are reported committed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute in the workers)
+import pyarrow.parquet as pq
+
+KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
+PARTS = "parts"
+SUMMARY = pa.schema([("item", pa.int64()), ("units", pa.int64()), ("rows", pa.int64()), ("ok", pa.int64())])
+
+
+def item_units_for(n_units: int, item_units: int) -> int:
+    """Units per work item: the recipe's value, or (0) about 64 items, each of 8..1024 units."""
+    if item_units > 0:
+        return item_units
+    return max(8, min(1024, -(-n_units // 64)))
+
+
+def part_name(item: int) -> str:
+    return f"part-{item:06d}.parquet"
+
+
+class WorkDir:
+    """`.OUT.work/` beside OUT: the key of the candidates it holds, and their parts."""
+
+    def __init__(self, output: Path, key: str):
+        self.dir = Path(output).parent / f".{Path(output).name}.work"
+        self.parts = self.dir / PARTS
+        key_file = self.dir / "key.json"
+        try:
+            same = json.loads(key_file.read_text()).get("key") == key
+        except (OSError, ValueError):
+            same = False
+        if not same:  # other inputs or settings: nothing in it can be reused
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.parts.mkdir(parents=True)
+            key_file.write_text(json.dumps({"key": key}) + "\n")
+
+    def done(self) -> set[int]:
+        """Items whose part is committed (a listing: O(items), no part is read)."""
+        return {int(p.name[5:11]) for p in self.parts.glob("part-*.parquet")}
+
+    def part_paths(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_part(table: pa.Table, path: Path) -> None:
+    """Whole or absent: a temporary name per writer, then an atomic rename (a retry writes the same bytes)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=4096)
+    os.replace(tmp, path)
+
+
+class ItemWorker:
+    """Ray actor: decode, tokenize and compose one work item's units, then commit its part."""
+
+    def __init__(self, decode, tokenize_kwargs: dict, parts_dir: str, decode_batch: int, tokenize_batch: int):
+        from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
+
+        self.decode = TracedDecode(decode)
+        self.tokenize = TracedTokenizeStage(**tokenize_kwargs)
+        self.parts = Path(parts_dir)
+        self.decode_batch, self.tokenize_batch = decode_batch, tokenize_batch
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from dataengine.pipeline.decode_stage import DECODED_SCHEMA
+        from dataengine.pipeline.isolation import UnitGuard
+        from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
+
+        out = []
+        for item, units_json in zip(batch.column("item").to_pylist(), batch.column("units").to_pylist()):
+            units = pa.Table.from_pylist(json.loads(units_json))
+            # one crash-ledger round trip per item (not per batch): it stays off the hot path on a big cluster
+            guard = UnitGuard(self.decode.fn.ledger, units.column("unit_id").to_pylist())
+            results = []
+            for s in range(0, units.num_rows, self.decode_batch):
+                decoded = self.decode(units.slice(s, self.decode_batch), guard=guard).cast(DECODED_SCHEMA)
+                guard.paused()  # tokenizing now: a crash here is no unit's
+                for t in range(0, decoded.num_rows, self.tokenize_batch):
+                    results.append(self.tokenize(decoded.slice(t, self.tokenize_batch)))
+            guard.finished()
+            table = pa.concat_tables(results).cast(RESULT_SCHEMA) if results else RESULT_SCHEMA.empty_table()
+            write_part(table, self.parts / part_name(item))
+            ok = int(pa.compute.sum(pa.compute.equal(table.column("status"), "ok").cast(pa.int64())).as_py() or 0)
+            out.append({"item": item, "units": units.num_rows, "rows": table.num_rows, "ok": ok})
+        return pa.Table.from_pylist(out, schema=SUMMARY)
+
+
+def run_items(recipe, units: list, work: WorkDir, tokdir: Path, roles: list[str], vocab_path: Path,
+              address, log, progress=None) -> None:
+    """Decode and tokenize every unit whose item has no part yet; workers write the parts.
+
+    `progress(summary)`, when given, sees each item's summary (item, units, rows, ok) as it is committed."""
+    size = item_units_for(len(units), recipe.execution.item_units)
+    items = [(i, units[s:s + size]) for i, s in enumerate(range(0, len(units), size))]
+    done = work.done()
+    todo = [(i, us) for i, us in items if i not in done]
+    if done:
+        log(f"resuming: {len(items) - len(todo)} of {len(items)} work items ({sum(len(u) for i, u in items if i in done)}"
+            f" of {len(units)} sample groups) were already decoded and tokenized by an interrupted run ({work.dir})")
+    if not todo:
+        return
+    from dataengine.pipeline.run import init_ray
+
+    ray = init_ray(address)
+    from ray.data import ActorPoolStrategy
+
+    from dataengine.errors import RecipeError
+    from dataengine.pipeline.isolation import RunLedger
+    from dataengine.tokenize.fit import decode_stage_for
+
+    ex = recipe.execution
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    if cpus < ex.tokenize_num_cpus:
+        raise RecipeError(f"the Ray cluster has {cpus:g} CPUs but execution.tokenize_num_cpus = "
+                          f"{ex.tokenize_num_cpus:g}; lower it (fractions such as 0.5 are fine)")
+    # one actor per tokenize_num_cpus CPUs, all up front (growing mid-run waits on model loading); decode runs
+    # inside them, so they are all the compute there is. A GPU is shared by the actors (fractional num_gpus).
+    n = ex.tokenize_actors or max(1, int(cpus // ex.tokenize_num_cpus))
+    n = max(1, min(n, len(todo)))
+    pool = ActorPoolStrategy(min_size=n, max_size=n)
+    ledger = RunLedger(ex.max_unit_crashes)  # a sample that kills its worker: a reject, not endless retries
+    decode = dataclasses.replace(decode_stage_for(recipe), ledger=ledger.name)
+    kwargs = {"tokenizers_dir": str(tokdir), "roles": roles, "vocab_path": str(vocab_path),
+              "compose": dataclasses.asdict(recipe.compose), "seed": recipe.seed,
+              "token_recon": recipe.curate.token_recon}
+    ray.data.DataContext.get_current().wait_for_min_actors_s = 600  # every actor up before blocks are handed out
+    rows = [{"item": i, "units": json.dumps([u.to_row() for u in us])} for i, us in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(ItemWorker, fn_constructor_kwargs={
+        "decode": decode, "tokenize_kwargs": kwargs, "parts_dir": str(work.parts),
+        "decode_batch": ex.decode_batch, "tokenize_batch": ex.tokenize_batch},
+        batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=ex.tokenize_num_cpus,
+        num_gpus=(min(1.0, gpus / n) if gpus >= 1 else 0))  # never ask for a GPU that is not there
+    limit = int(os.environ.get(KILL_AFTER_PARTS) or 0)
+    committed = 0
+    try:
+        for summary in ds.iter_rows():
+            if progress is not None:
+                progress(summary)
+            committed += 1
+            if limit and committed >= limit:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        ledger.close()
+    missing = sorted(i for i, _ in items if i not in work.done())
+    if missing:  # every item writes a part (rejects included): a gap is a bug, never ignored
+        raise RuntimeError(f"{len(missing)} work items wrote no part (first: {missing[:5]}); rerun to retry them")
