@@ -1,11 +1,20 @@
-"""Where the time goes in a `dataengine run`: driver-side spans and Ray-side per-batch timings.
+"""Where the time goes in a `dataengine run`: driver-side spans and Ray-side per-call timings.
 
-`profiled(run_module)` patches the names `dataengine.pipeline.run` looks up at
-call time (discover, curate, write_split, ...) with timed wrappers, and swaps the
-Ray stage classes for subclasses that append one JSON line per batch to
-``$DATAENGINE_BENCH_TIMING/<stage>-<pid>.jsonl``. The Ray workers import this
-module, so the bench folder must be on their PYTHONPATH (`worker_env`) before
-Ray starts. Nothing here changes what the pipeline computes.
+`profiled(run_module, ...)` patches the names `dataengine.pipeline.run` looks up
+at call time (list_inputs, run_items, curate_and_write, ...) with timed wrappers;
+`run_items` is also handed a `progress` callback that notes when each work item's
+summary reaches the driver (its part is committed), and `curate_and_write` keeps
+its `Written.timings` (seconds per curation phase).
+
+Inside the Ray workers, `install_worker_hook` (Ray's `worker_process_setup_hook`,
+set by `ray_init_kwargs`) swaps `dataengine.pipeline.trace.TracedDecode` /
+`TracedTokenizeStage` (which `ItemWorker.__init__` imports when the actor starts)
+for subclasses that append one JSON line per call to
+``$DATAENGINE_BENCH_TIMING/<stage>-<pid>.jsonl``, and wraps
+`ItemWorker.__call__` and `items.write_part` the same way (one line per work
+item: the whole item, and its part write). The workers import this module, so
+the bench folder must be on their PYTHONPATH (`worker_env`) before Ray starts.
+Nothing here changes what the pipeline computes.
 """
 from __future__ import annotations
 
@@ -18,15 +27,16 @@ from pathlib import Path
 from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
 
 TIMING_ENV = "DATAENGINE_BENCH_TIMING"
+ITEMS = "decode + tokenize (Ray work items)"
 
 # run.py's module-level names -> the profile's stage they belong to
 DRIVER_SPANS = {
     "ensure_tokenizers": "setup (tokenizers, vocab)", "load_tokenizers": "setup (tokenizers, vocab)",
-    "_copy_tokenizers": "setup (tokenizers, vocab)", "discover": "discover",
-    "_execute": "decode + tokenize (Ray, streaming)", "save_candidates": "candidates cache",
-    "curate": "curate (filter, dedup, mixture)", "pack_table": "curate (filter, dedup, mixture)",
-    "write_split": "write shards", "_rejects_table": "rejects", "build_stats": "stats + manifest",
-    "build_manifest": "stats + manifest", "build_report": "report", "_swap_into_place": "swap into place",
+    "_copy_tokenizers": "setup (tokenizers, vocab)", "list_inputs": "listing (Ray tasks)",
+    "run_items": ITEMS, "curate_and_write": "curate + write shards (Ray tasks)",
+    "write_rejects": "rejects (Ray task)", "save_candidates": "candidates cache",
+    "build_stats": "stats + manifest", "build_manifest": "stats + manifest", "build_report": "report",
+    "_swap_into_place": "swap into place",
 }
 
 
@@ -38,6 +48,11 @@ def worker_env(bench_dir: Path, timing_dir: Path) -> None:
     os.environ[TIMING_ENV] = str(timing_dir)
 
 
+def ray_init_kwargs() -> dict:
+    """`ray.init` arguments that install the per-call timing in every worker process."""
+    return {"runtime_env": {"worker_process_setup_hook": "raytiming.install_worker_hook"}}
+
+
 def _note(stage: str, record: dict) -> None:
     folder = os.environ.get(TIMING_ENV)
     if folder:
@@ -46,9 +61,9 @@ def _note(stage: str, record: dict) -> None:
 
 
 class TimedDecode(TracedDecode):
-    def __call__(self, batch):
+    def __call__(self, batch, **kwargs):
         t0 = time.time()
-        out = super().__call__(batch)
+        out = super().__call__(batch, **kwargs)
         _note("decode", {"t0": t0, "t1": time.time(), "rows_in": batch.num_rows, "rows_out": out.num_rows})
         return out
 
@@ -59,11 +74,40 @@ class TimedTokenizeStage(TracedTokenizeStage):
         super().__init__(*args, **kwargs)
         _note("tokenize_init", {"t0": t0, "t1": time.time()})
 
-    def __call__(self, batch):
+    def __call__(self, batch, **kwargs):
         t0 = time.time()
-        out = super().__call__(batch)
+        out = super().__call__(batch, **kwargs)
         _note("tokenize", {"t0": t0, "t1": time.time(), "rows_in": batch.num_rows, "rows_out": out.num_rows})
         return out
+
+
+def install_worker_hook() -> None:
+    """Run by Ray in each worker process at start-up (before any actor is built there)."""
+    if not os.environ.get(TIMING_ENV):
+        return
+    from dataengine.pipeline import items, trace
+
+    trace.TracedDecode, trace.TracedTokenizeStage = TimedDecode, TimedTokenizeStage
+    if getattr(items.ItemWorker.__call__, "_timed", False):
+        return
+    inner_call, inner_write = items.ItemWorker.__call__, items.write_part
+
+    def call(self, batch):
+        t0 = time.time()
+        out = inner_call(self, batch)
+        _note("item", {"t0": t0, "t1": time.time(), "rows_in": sum(out.column("units").to_pylist()),
+                       "rows_out": sum(out.column("rows").to_pylist())})
+        return out
+
+    def write_part(table, path):
+        t0 = time.time()
+        inner_write(table, path)
+        _note("write_part", {"t0": t0, "t1": time.time(), "rows_in": table.num_rows, "rows_out": table.num_rows,
+                             "bytes": Path(path).stat().st_size})
+
+    call._timed = True
+    items.ItemWorker.__call__ = call
+    items.write_part = write_part  # ItemWorker.__call__ looks it up at call time
 
 
 def read_timings(folder: Path) -> dict[str, list[dict]]:
@@ -78,7 +122,7 @@ def read_timings(folder: Path) -> dict[str, list[dict]]:
 def summarize_ray(timings: dict[str, list[dict]], window: tuple[float, float] | None, cpus: float,
                   origin: float) -> dict:
     """Busy seconds per Ray stage, when each began and ended (seconds after `origin`, the start of
-    `_execute`), and the share of `cpus` x window that decode and tokenize kept busy."""
+    `run_items`), and the share of `cpus` x window that the work items kept busy."""
     out: dict = {}
     for stage, recs in timings.items():
         busy = sum(r["t1"] - r["t0"] for r in recs)
@@ -94,19 +138,22 @@ def summarize_ray(timings: dict[str, list[dict]], window: tuple[float, float] | 
         out[stage] = d
     if window:
         span = window[1] - window[0]
-        work = sum(out[s]["busy_in_window_s"] for s in ("decode", "tokenize") if s in out)
+        # a work item = decode + tokenize + compose + its part write; without the item hook, decode + tokenize
+        work = out["item"]["busy_in_window_s"] if "item" in out else \
+            sum(out[s]["busy_in_window_s"] for s in ("decode", "tokenize") if s in out)
         out["cpu_utilization_in_window"] = round(work / max(span * cpus, 1e-9), 3)
     return out
 
 
 @contextlib.contextmanager
-def profiled(run_module, stopwatch, sink_times: list, marks: dict):
-    """Patch `run_module` so each named call is timed into `stopwatch`, and every result batch is noted
-    in `sink_times` as (time, rows, ok_rows, unit_ids); `marks["execute_start"]` is when `_execute`
-    began. Restores everything on exit."""
+def profiled(run_module, stopwatch, arrivals: list, marks: dict):
+    """Patch `run_module` so each named call is timed into `stopwatch`, and every work item's summary is
+    noted in `arrivals` as (time, rows, ok_rows, units, item) when it reaches the driver;
+    `marks["execute_start"]` is when `run_items` began, `marks["curate_timings"]` the `Written.timings`.
+    Restores everything on exit."""
     saved = {}
 
-    def wrap(name, fn, span):
+    def wrap(fn, span):
         def timed(*args, **kwargs):
             with stopwatch(span):
                 return fn(*args, **kwargs)
@@ -116,23 +163,26 @@ def profiled(run_module, stopwatch, sink_times: list, marks: dict):
         fn = getattr(run_module, name, None)
         if fn is not None:
             saved[name] = fn
-            run_module.__dict__[name] = wrap(name, fn, span)
-    inner_execute = saved.get("_execute")
-    if inner_execute is not None:
-        def execute(recipe, units, tokdir, roles, vocab_path, address, sink, *rest, **kw):
-            def noting_sink(batch):
-                ok = batch.column("status").to_pylist()
-                sink_times.append((time.time(), batch.num_rows, sum(s == "ok" for s in ok),
-                                   set(batch.column("unit_id").to_pylist())))
-                sink(batch)
+            run_module.__dict__[name] = wrap(fn, span)
+    inner_items = saved.get("run_items")
+    if inner_items is not None:
+        def run_items(*args, progress=None, **kw):
+            def noting(summary):
+                arrivals.append((time.time(), summary["rows"], summary["ok"], summary["units"], summary["item"]))
+                if progress is not None:
+                    progress(summary)
             marks["execute_start"] = time.time()
-            with stopwatch(DRIVER_SPANS["_execute"]):
-                return inner_execute(recipe, units, tokdir, roles, vocab_path, address, noting_sink, *rest, **kw)
-        run_module.__dict__["_execute"] = execute
-    for name, cls in (("TracedDecode", TimedDecode), ("TracedTokenizeStage", TimedTokenizeStage)):
-        if hasattr(run_module, name):
-            saved[name] = getattr(run_module, name)
-            run_module.__dict__[name] = cls
+            with stopwatch(ITEMS):
+                return inner_items(*args, progress=noting, **kw)
+        run_module.__dict__["run_items"] = run_items
+    inner_curate = saved.get("curate_and_write")
+    if inner_curate is not None:
+        def curate_and_write(*args, **kw):
+            with stopwatch(DRIVER_SPANS["curate_and_write"]):
+                written = inner_curate(*args, **kw)
+            marks["curate_timings"] = dict(written.timings)
+            return written
+        run_module.__dict__["curate_and_write"] = curate_and_write
     try:
         yield
     finally:

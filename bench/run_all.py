@@ -1,6 +1,6 @@
 """Run every benchmark, print ONE table (benchmark, measured ratio, target, pass/fail), write summary.json.
 
-    .venv/bin/python bench/run_all.py            # what `make bench` runs (~15-25 min on 2 cores)
+    .venv/bin/python bench/run_all.py            # what `make bench` runs (~30-40 min on 2 cores, scale_out included)
     .venv/bin/python bench/run_all.py --quick    # tiny sizes, a smoke test (a few minutes)
     .venv/bin/python bench/run_all.py --only writers pipeline_efficiency
 
@@ -49,6 +49,21 @@ def _tok_rows(doc: dict) -> list[dict]:
     return rows
 
 
+def _scale_rows(d: dict) -> list[dict]:
+    runs, span = d["runs"], d["span"]
+    sizes = f"{runs[0]['docs']}..{runs[-1]['docs']} docs, {span['tokens']:.0f}x tokens"
+    return [
+        _row(f"scale-out: driver peak RSS largest / smallest ({sizes})", d["driver_memory_ratio"], "<= 1.2",
+             d["driver_memory_pass"], ", ".join(f"{r['docs']}: {r['driver_peak_rss_mib']:.0f}" for r in runs) + " MiB"),
+        _row("scale-out: tree peak RSS largest / smallest (driver + Ray)", d["tree_memory_ratio"], "<= 1.5",
+             d["tree_memory_pass"], ", ".join(f"{r['docs']}: {r['tree_peak_rss_mib']:.0f}" for r in runs) + " MiB"),
+        _row("scale-out: decode+tokenize tokens/s slowest/fastest", d["throughput_tokens_min_over_max"], ">= 0.85",
+             d["throughput_pass"] and span["pass"] and span["largest_pass"],
+             ", ".join(f"{r['docs']}: {r['steady']['tokens_per_s'] or 0:.0f}" for r in runs) + " tokens/s"
+             + ("" if span["pass"] and span["largest_pass"] else "; sizes span < 16x or top < 50M tokens")),
+    ]
+
+
 def _row(name: str, ratio, target: str, ok, note: str = "") -> dict:
     return {"benchmark": name, "ratio": ratio, "target": target, "pass": ok, "note": note}
 
@@ -60,6 +75,7 @@ class Bench:
     json: Path | None              # where it writes its JSON; None: the last line of its stdout
     rows: Callable[[dict], list[dict]]
     timeout: int
+    quick: bool = True             # part of --quick (False: long, run only when named with --only)
 
 
 def plan(args, work: Path, results: Path) -> list[Bench]:
@@ -99,6 +115,11 @@ def plan(args, work: Path, results: Path) -> list[Bench]:
                        d["memory_largest_over_smallest"], "<= 1.3", d["memory_pass"],
                        ", ".join(f"{r['copies']}c {r['memory']['peak_tree_rss_mib']:.0f}" for r in d["runs"])
                        + " MiB")], 3000),
+        # issue 13: real `dataengine run` subprocesses on generated text corpora 16x apart (~70M tokens at the
+        # top), driver / tree memory and throughput per size, and the 1B-sample projection; long: not in --quick
+        Bench("scale_out", lambda: [PY, "bench/scale_out.py", "--docs",
+                                    *(["500", "2000", "8000"] if q else [str(d) for d in args.scale_docs]), *common],
+              results / "scale_out.json", _scale_rows, 7200, quick=False),
         Bench("tokenizer_throughput", lambda: [PY, "bench/tokenizer_throughput.py", "--tokenizers",
                                                str(work / "tokenizers"), "--input", str(work / "corpus-base"),
                                                "--json", str(tok_json),
@@ -186,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--results", help="results folder (default bench/results, or WORK/results-quick)")
     ap.add_argument("--copies", type=int, default=16,
                     help="demo-corpus copies for pipeline_efficiency (16: Ray start-up well under 10%% of the run)")
+    ap.add_argument("--scale-docs", type=int, nargs="+", default=[7000, 28000, 112000],
+                    help="scale_out.py sizes in documents (default 7000 28000 112000)")
     ap.add_argument("--only", nargs="+", help="run only these benchmarks")
     ap.add_argument("--skip", nargs="+", default=[], help="skip these benchmarks")
     ap.add_argument("--markdown", nargs="?", const=str(benchlib.RESULTS / "summary.json"), metavar="SUMMARY",
@@ -205,6 +228,8 @@ def main(argv=None) -> int:
     rows, seconds = [], {}
     for b in plan(args, work, results):
         if (args.only and b.name not in args.only) or b.name in args.skip:
+            continue
+        if args.quick and not b.quick and not args.only:
             continue
         got, seconds[b.name] = run_one(b, results)
         rows += got
@@ -228,6 +253,7 @@ def main(argv=None) -> int:
 def _bench_of(row_name: str) -> str:
     """The benchmark a table row came from (rows of older summaries carry no `bench`)."""
     prefixes = {"writers": "writers", "pipeline efficiency": "pipeline_efficiency", "scaling": "scaling",
+                "scale-out": "scale_out",
                 "tokenizer": "tokenizer_throughput", "dedup": "dedup_vs_datasketch", "training": "train_throughput",
                 "video": "video_tokenizers"}
     return next((b for p, b in prefixes.items() if row_name.startswith(p)), row_name)

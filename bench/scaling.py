@@ -9,7 +9,8 @@ N times (see `pipeline_efficiency.py`), the demo recipe, the real
 child and all its descendants (the Ray raylet, GCS and workers) every 0.25 s:
 the peak of their sum, and the peak of any single process.
 
-Throughput: steady-state rows/s (first to last result batch at the driver) and
+Throughput: steady-state rows/s (rows of the work items committed after the
+first, over the time from the first commit to the last, as the driver sees them) and
 the whole run's rows/s (Ray start excluded). Target: steady rows/s flat within
 15% (slowest >= 0.85 x fastest size), and peak tree memory at the largest size
 within 1.3x of the smallest. The sizes run minutes apart, so run it on a quiet
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,18 +44,19 @@ def one(copies: int, work: Path, overrides: list[str]) -> dict:
     import pipeline_efficiency as pe
 
     tokdir, corpus, recipe, found = pe.setup(work, copies, overrides)
-    ubytes = {u.unit_id: pe.unit_bytes(u) for u in found.units}
+    nbytes = pe.item_bytes(recipe, found.units)
     timing_dir = work / f"timing-scaling-{os.getpid()}"
     with TreeRss(every_s=0.25) as rss, tempfile.TemporaryDirectory(dir=work) as tmp:
         # the ideal right before the run (the machine's load then), in its own process's memory peak too
         ideal = pe.ideal(recipe, [u for u in found.units if u.media.startswith("copy-000/")], tokdir,
-                         pe.vocab_file(tokdir, recipe, Path(tmp)))
+                         pe.vocab_file(tokdir, recipe, Path(tmp)), pe.item_units(recipe, found))
         ray_start = pe.start_ray(None, timing_dir)
-        run = pe.measure_run(recipe, Path(tmp) / "out", tokdir, timing_dir, ubytes)
+        run = pe.measure_run(recipe, Path(tmp) / "out", tokdir, timing_dir, nbytes)
     import ray
 
     ray.shutdown()
-    run.pop("batch_arrivals", None)
+    run.pop("item_arrivals", None)
+    shutil.rmtree(timing_dir, ignore_errors=True)
     steady = run["steady"].get("rows_per_s", float("nan"))
     return {"copies": copies, "sample_groups": len(found.units), "ray_start_seconds": round(ray_start, 2),
             "ideal_rows_per_s": round(ideal["rows_per_s"], 2),

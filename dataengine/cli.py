@@ -45,15 +45,15 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from dataengine.pipeline.run import run_pipeline
+    from dataengine.pipeline.run import local_output, run_pipeline
     from dataengine.recipe import load_recipe
 
     from dataengine.summary import format_summary
 
     recipe = load_recipe(args.recipe, inputs=args.input, overrides=args.set)
-    out = Path(args.output)
     t0 = time.time()
-    run_pipeline(recipe, out, tokenizers_dir=Path(args.tokenizers) if args.tokenizers else None,
+    out = local_output(recipe, args.output)  # an s3:// OUT: the summary reads its local mirror
+    run_pipeline(recipe, args.output, tokenizers_dir=Path(args.tokenizers) if args.tokenizers else None,
                  address=args.address, report=not args.no_report)
     print("\n" + format_summary(out, seconds=time.time() - t0))
     return 0
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
              "      dataengine run pipelines/demo.yaml --input /shared/corpus --output /shared/out", _cmd_run)
     sp.add_argument("recipe", help="recipe YAML, e.g. pipelines/demo.yaml")
     sp.add_argument("--input", nargs="+", metavar="PATH", help="input folders (replace the recipe's sources)")
-    sp.add_argument("--output", required=True, metavar="OUT", help="output folder (replaced atomically)")
+    sp.add_argument("--output", required=True, metavar="OUT", help="output folder (replaced atomically), or s3://bucket/prefix (written locally under execution.work_dir, then uploaded with manifest.json last)")
     sp.add_argument("--tokenizers", metavar="DIR", help="fitted tokenizers (default: the recipe's tokenizers_dir; "
                                                         "missing ones are fitted first)")
     sp.add_argument("--address", metavar="RAY_ADDRESS", default=os.environ.get("RAY_ADDRESS"),

@@ -17,8 +17,8 @@ name that is not UTF-8, a sidecar with no media, a file over the size cap, an
 unsafe tar member); only shard metadata is neither (`Discovered.metadata`).
 Each unit carries the size and mtime discovery saw (`stamps`), so the decoder
 can refuse a file that changed in between.
-Discovery runs on the driver: it only lists and stats files (and tar headers),
-which is cheap next to decoding them.
+`dataengine run` runs discovery as Ray tasks, one per share of a source (`dataengine.listing`,
+the `scope` argument); `discover` over a whole source is the same listing in one process.
 
 A source root may be a URI (``s3://bucket/prefix``, anything `dataengine.storage`
 reaches): its listing is grouped exactly like the same files on disk (same unit
@@ -111,6 +111,7 @@ class Discovered:
     files: list[tuple[str, str]] = field(default_factory=list)  # (source, relpath) of every file seen
     # (source, relpath) of shard metadata read but not an input (img2dataset X.parquet, X_stats.json)
     metadata: list[tuple[str, str]] = field(default_factory=list)
+    manifests: int = 0  # manifest tables seen (their rows may take files anywhere in the source)
     # per source while it is listed: (len(rejects) then, entry) of each group / manifest / shard table
     pending: list = field(default_factory=list, repr=False, compare=False)
 
@@ -121,59 +122,78 @@ def unit_id(source: str, relpath: str) -> str:
 
 
 def discover(sources: list[tuple[str, Path | str]], *, max_file_bytes: int,
-             options: storage.StorageOptions | None = None) -> Discovered:
+             options: storage.StorageOptions | None = None, scope: tuple | None = None) -> Discovered:
     """List every file under each (name, root) and group it; deterministic order.
 
     A root is a folder, a ``file://`` URI or a remote URI (``s3://bucket/prefix``);
-    `options` say how to reach object storage (None: this process's AWS variables)."""
+    `options` say how to reach object storage (None: this process's AWS variables).
+    `scope` (a listing task's share of one source, `dataengine.listing`): ("tree", folder) lists
+    only the subtree of the root's folder `folder`; ("files", names, entries) only the root's own
+    entries `names` (no descent; `entries`: their `storage.Entry` rows under a URI root)."""
     out = Discovered()
     for name, root in sources:
         if storage.is_remote(root):
-            _discover_remote(name, storage.normalize(root), max_file_bytes, out, options)
+            _discover_remote(name, storage.normalize(root), max_file_bytes, out, options, scope)
             continue
         root = Path(storage.local_path(root)).resolve()
         if not root.is_dir():
             out.rejects.append(_reject(name, ".", "missing_source", f"{root} is not a folder"))
             continue
         start = len(out.rejects)
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames.sort()
-            here = Path(dirpath)
-            folder = escape_name(here.relative_to(root).as_posix()) if here != root else ""
-            shards = MI.shard_stems(folder, [escape_name(f) for f in filenames],
-                                    [escape_name(d) for d in dirnames if not (here / d).is_symlink()])
-            groups: dict[str, list[tuple[str, str]]] = {}
-            stamps: dict[str, list[int]] = {}
-            for fname in sorted(filenames + [d for d in dirnames if (here / d).is_symlink()]):
-                rel = escape_name((here / fname).relative_to(root).as_posix())
-                out.files.append((name, rel))
-                checked = _check_file(root, here / fname, rel, max_file_bytes)
-                if not isinstance(checked, os.stat_result):
-                    out.rejects.append(_reject(name, rel, *checked))
-                    continue
-                stem, ext = os.path.splitext(fname)
-                if ext.lower() in TAR_EXTS:
-                    out.files.pop()  # the archive is a container: its members are the inputs
-                    _list_tar(name, root, rel, max_file_bytes, out)
-                    continue
-                stamp = [checked.st_size, checked.st_mtime_ns]
-                if _table_input(name, root, rel, stamp, shards, max_file_bytes, out, None):
-                    continue
-                stamps[rel] = stamp
-                groups.setdefault(stem, []).append((ext.lower(), rel))
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()]
-            for stem in sorted(groups):
-                _defer(name, root, groups[stem], stamps, out)
+        if scope is None:
+            walk = os.walk(root, followlinks=False)
+        elif scope[0] == "tree":
+            walk = os.walk(root / scope[1], followlinks=False)
+        else:  # the root's own files (and links): its folders are other tasks' subtrees
+            walk = iter([(str(root), [], list(scope[1]))])
+        for dirpath, dirnames, filenames in walk:
+            _list_folder(name, root, Path(dirpath), dirnames, filenames, max_file_bytes, out)
         _flush(name, root, start, max_file_bytes, out, None)
     return out
 
 
+def _list_folder(name: str, root: Path, here: Path, dirnames: list[str], filenames: list[str],
+                 max_file_bytes: int, out: Discovered) -> None:
+    """One folder of an os.walk: its files grouped by stem; `dirnames` pruned to the folders to descend."""
+    dirnames.sort()
+    folder = escape_name(here.relative_to(root).as_posix()) if here != root else ""
+    shards = MI.shard_stems(folder, [escape_name(f) for f in filenames],
+                            [escape_name(d) for d in dirnames if not (here / d).is_symlink()])
+    groups: dict[str, list[tuple[str, str]]] = {}
+    stamps: dict[str, list[int]] = {}
+    for fname in sorted(filenames + [d for d in dirnames if (here / d).is_symlink()]):
+        rel = escape_name((here / fname).relative_to(root).as_posix())
+        out.files.append((name, rel))
+        checked = _check_file(root, here / fname, rel, max_file_bytes)
+        if not isinstance(checked, os.stat_result):
+            out.rejects.append(_reject(name, rel, *checked))
+            continue
+        stem, ext = os.path.splitext(fname)
+        if ext.lower() in TAR_EXTS:
+            out.files.pop()  # the archive is a container: its members are the inputs
+            _list_tar(name, root, rel, max_file_bytes, out)
+            continue
+        stamp = [checked.st_size, checked.st_mtime_ns]
+        if _table_input(name, root, rel, stamp, shards, max_file_bytes, out, None):
+            continue
+        stamps[rel] = stamp
+        groups.setdefault(stem, []).append((ext.lower(), rel))
+    dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()]
+    for stem in sorted(groups):
+        _defer(name, root, groups[stem], stamps, out)
+
+
 def _discover_remote(name: str, root: str, max_file_bytes: int, out: Discovered,
-                     options: storage.StorageOptions | None) -> None:
+                     options: storage.StorageOptions | None, scope: tuple | None = None) -> None:
     """`discover` for a URI root: the listing walked folder by folder in the order os.walk gives."""
     try:
-        entries = storage.walk(root, options)
-        if not entries and not storage.is_dir(root, options):
+        if scope is None:
+            entries = storage.walk(root, options)
+        elif scope[0] == "tree":
+            entries = [e._replace(rel=f"{scope[1]}/{e.rel}") for e in storage.walk(storage.join(root, scope[1]), options)]
+        else:
+            entries = list(scope[2])
+        if scope is None and not entries and not storage.is_dir(root, options):
             out.rejects.append(_reject(name, ".", "missing_source", f"{root} is not a folder or a prefix with objects"))
             return
     except OSError as exc:  # no such bucket, access denied, endpoint down
@@ -350,6 +370,8 @@ def _table_input(source: str, root: Path | str, rel: str, stamp: list[int], shar
     out.files.pop()  # a manifest is a container (its rows are the inputs); shard metadata is no input
     if what[0] != "manifest":
         out.metadata.append((source, rel))
+    else:
+        out.manifests += 1
     if what[1] is not None:
         out.pending.append((len(out.rejects), what))
     return True

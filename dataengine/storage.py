@@ -104,6 +104,15 @@ def resolve(uri, options: StorageOptions | None = None) -> tuple[pafs.FileSystem
     return pafs.FileSystem.from_uri(str(uri))
 
 
+def list_top(uri, options: StorageOptions | None = None) -> tuple[list[Entry], list[str]]:
+    """The files and folders (names, sorted) directly under a remote `uri`: one level, no recursion."""
+    fs, path = resolve(uri, options)
+    cut = len(path.rstrip("/")) + 1
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+    files = sorted(Entry(i.path[cut:], i.size, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
+    return files, sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.Directory)
+
+
 def is_dir(uri, options: StorageOptions | None = None) -> bool:
     """True for a folder, or an S3 prefix with at least one object under it (or a bucket)."""
     fs, path = resolve(uri, options)
@@ -177,6 +186,23 @@ def open_output_stream(uri, options: StorageOptions | None = None):
     if not is_remote(uri):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     return fs.open_output_stream(path)
+
+
+def upload_file(local: str | Path, uri, options: StorageOptions | None = None, chunk: int = 8 << 20) -> None:
+    """Stream a local file to `uri` (on S3 a multipart upload: the object appears whole at the end)."""
+    with open(local, "rb") as src, open_output_stream(uri, options) as out:
+        for block in iter(lambda: src.read(chunk), b""):
+            out.write(block)
+
+
+def delete_file(uri, options: StorageOptions | None = None) -> None:
+    """Delete one file / object; nothing when it is not there. On S3, Arrow then keeps the parent "folder"
+    with an empty ``parent/`` marker object (readers and `walk` skip it)."""
+    fs, path = resolve(uri, options)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
 
 
 def remove_tree(uri, options: StorageOptions | None = None) -> None:

@@ -10,8 +10,11 @@
           ─► finalize per part (sequences by id range, rejects)                   P tasks
           ─► range_reduce (sort, pack) ─► driver: shard plan from counts ─► write_shard
 
-The driver holds object refs, the mixture histogram (groups x 4,096 bins), a
-few sample ids per part and counts; never rows or tokens. Every decision
+Sequences and rejects travel as files in a scratch folder (`dataengine.spans`): a finalize task
+writes its part's sequences ordered by (split, id range) and returns the piece sizes, a range
+reducer reads its spans of every part and writes its range, a shard writer reads its slices of
+ranges. The driver holds object refs, the mixture histogram (groups x 4,096 bins), a few
+sample ids per part and counts; never rows or tokens. Every decision
 depends on the data alone (order keys, hashes, id ranges), never on which part
 a row landed in, so the output is the same for any number of parts or nodes.
 """
@@ -32,14 +35,16 @@ from dataengine.curate.filters import parse_filters
 from dataengine.curate.mixture import RANK_BITS, plan_from_histogram, validate_mixture
 from dataengine.curate.stats import STAT_FIELDS
 from dataengine.shards import plan as shard_plan
-from dataengine.shards.schema import REJECT_SCHEMA
+from dataengine.shards.schema import REJECT_SCHEMA, SEQUENCE_SCHEMA
+from dataengine.spans import cut as shard_plan_spans
 
 
 @dataclass
 class Written:
     shards: list[dict]        # manifest entries
     shard_stats: list[dict]   # per-shard additive stats (shards.plan.merge_stats)
-    rejects: list             # refs of reject tables (one per part)
+    rejects: list[str]        # reject files (one per part), in `scratch`
+    scratch: Path             # the shuffle files: remove once the rejects are written
     report: dict              # stats.json["curate"]
     mixture: dict | None      # manifest.json["mixture"]: the plan the trainer's loader follows
     timings: dict             # seconds per phase, up to each point where the driver waits (bench/)
@@ -63,7 +68,7 @@ def _tasks():
         "sizes": r(_sizes),
         "fate": r(_fate),
         "finalize": r(_finalize),
-        "range": r(lambda pack, *pieces: shard_plan.range_reduce(list(pieces), pack)),
+        "range": r(_range),
         "write": r(_write),
     }
 
@@ -135,20 +140,47 @@ def _fate(part, meta, drops, n_verdicts, *rest):
     return fate_df, hist, samples
 
 
-def _finalize(path, part, fate_df, bounds, ngram):
+def _finalize(path, part, fate_df, bounds, ngram, scratch):
+    """Writes the part's sequences, ordered by (split, range), and its rejects; returns the piece sizes."""
+    from dataengine.spans import write_table
+
     pieces, rejects, counts = verdicts.finalize(path, part, fate_df, bounds, ngram, stats_frame, _sequences)
     keys_ = [(s, k) for s in ("train", "val") for k in range(len(bounds.get(s) or []) + 1)]
-    return (rejects, counts, *[pieces[k] for k in keys_])
+    seqs, rej = Path(scratch) / f"seq-{part:06d}.parquet", Path(scratch) / f"rej-{part:06d}.parquet"
+    write_table(pa.concat_tables([SEQUENCE_SCHEMA.empty_table()] + [pieces[k].cast(SEQUENCE_SCHEMA) for k in keys_]),
+                seqs)
+    write_table(rejects.cast(REJECT_SCHEMA), rej)
+    return str(rej), counts, [pieces[k].num_rows for k in keys_]
 
 
-def _write(out, split, index, slices, compression, webdataset, vocab_path, *tables):
-    return shard_plan.write_shard(out, split, index, [(a, b) for _, a, b in slices], list(tables),
+def _range(pack, out, spans):
+    from dataengine.spans import read_spans, write_table
+
+    t, n = shard_plan.range_reduce([read_spans(spans, SEQUENCE_SCHEMA)], pack)
+    write_table(t, out)
+    return n
+
+
+def _write(out, split, index, spans, compression, webdataset, vocab_path):
+    from dataengine.spans import read_spans
+
+    part = read_spans(spans, SEQUENCE_SCHEMA)
+    return shard_plan.write_shard(out, split, index, [(0, part.num_rows)], [part],
                                   compression=compression, webdataset=webdataset, vocab_path=vocab_path)
 
 
-def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, log=print) -> Written:
-    """Curate the candidate parts and write the shards into `staging`; returns what the driver needs."""
+def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, log=print,
+                     scratch: Path | None = None) -> Written:
+    """Curate the candidate parts and write the shards into `staging`; returns what the driver needs.
+
+    `scratch` (default: ``.<staging>.shuffle`` beside it) holds the shuffle files; it is emptied first."""
+    import shutil
+
     import ray
+
+    scratch = Path(scratch or Path(staging).parent / f".{Path(staging).name}.shuffle")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
 
     T = _tasks()
     t0, marks = time.time(), {}
@@ -169,7 +201,7 @@ def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, lo
     bd = [T["bands"].options(num_returns=G + 1).remote(dd.max_partners, G, *[s[4 + R + b] for s in scans])
           for b in range(R)]
     group_sigs = [[sigs[p] for p in range(P) if p % G == g] for g in range(G)]
-    near_edges, pair_counts, verified = [], {}, {}
+    near_edges, pair_counts, verified, estimated, ver = [], {}, {}, [], []
     if dd.near:
         estimated = _pair_jaccard([[b[g] for b in bd] for g in range(G)], group_sigs, G, T, pair_counts, strict=True)
         ver = [T["verify"].options(num_returns=2).remote(dict(dd.threshold), t) for t in estimated]
@@ -198,19 +230,25 @@ def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, lo
                                        max(1, min(4 * -(-rows[s] // recipe.output.shard_rows), 4096)))
               for s in ("train", "val")}
     ranges = {s: len(bounds[s]) + 1 for s in ("train", "val")}
-    fin = [T["finalize"].options(num_returns=2 + ranges["train"] + ranges["val"]).remote(
-        parts[p], p, fates[p][0], bounds, dict(dd.ngram)) for p in range(P)]
-    fin_counts = ray.get([f[1] for f in fin])
+    fin = [T["finalize"].options(num_returns=3).remote(parts[p], p, fates[p][0], bounds, dict(dd.ngram), str(scratch))
+           for p in range(P)]
+    del scans, meta, drops, sigs, group_sigs, ex, exact_edges, twins, bd, estimated, ver, near_edges, labels, routed
+    del kept_pairs
+    del member_j, fates  # every consumer is submitted: their objects go as soon as those tasks end
+    fin_counts, sizes_by_part = ray.get([f[1] for f in fin]), ray.get([f[2] for f in fin])
     marks["finalize"] = time.time()
+    pieces = [shard_plan_spans(scratch / f"seq-{p:06d}.parquet", sizes_by_part[p]) for p in range(P)]
     shards, stats = [], []
-    offset = 2
+    offset = 0
     for split in ("train", "val"):
-        red = [T["range"].options(num_returns=2).remote(recipe.compose.pack_length, *[f[offset + k] for f in fin])
-               for k in range(ranges[split])]
+        outs = [scratch / f"range-{split}-{k:06d}.parquet" for k in range(ranges[split])]
+        counts_ = ray.get([T["range"].remote(recipe.compose.pack_length, str(outs[k]),
+                                             [pieces[p][offset + k] for p in range(P)]) for k in range(ranges[split])])
         offset += ranges[split]
-        plan = shard_plan.shard_plan(ray.get([r[1] for r in red]), recipe.output.shard_rows)
-        jobs = [T["write"].remote(str(staging), split, i, sl, recipe.output.parquet_compression,
-                                  recipe.output.webdataset, str(staging / "vocab.json"), *[red[k][0] for k, _, _ in sl])
+        plan = shard_plan.shard_plan(counts_, recipe.output.shard_rows)
+        jobs = [T["write"].remote(str(staging), split, i, [[str(outs[k]), a, b] for k, a, b in sl],
+                                  recipe.output.parquet_compression, recipe.output.webdataset,
+                                  str(staging / "vocab.json"))
                 for i, sl in enumerate(plan)]
         for entries, st in ray.get(jobs):
             shards += entries
@@ -223,7 +261,7 @@ def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, lo
     marks["write"] = time.time()
     timings = {k: round(marks[k] - prev, 3) for prev, k in zip([t0] + [marks[x] for x in list(marks)[:-1]], marks)}
     plan = manifest_plan(mix) if c.mixture.policy != "none" else None  # none: every row once, no plan to follow
-    return Written(shards, stats, [f[0] for f in fin], report, plan, timings)
+    return Written(shards, stats, ray.get([f[0] for f in fin]), scratch, report, plan, timings)
 
 
 def _pair_jaccard(pairs_by_group, group_sigs, G, T, counts_out, *, strict: bool):
@@ -302,20 +340,21 @@ def _sum(dicts: list[dict]) -> dict:
     return out
 
 
-def write_rejects(discover_rejects: list[dict], refs: list, path: Path) -> dict:
-    """rejects.parquet from the parts' reject tables (a worker task); returns counts for stats.json."""
+def write_rejects(paths: list[str], path: Path) -> dict:
+    """rejects.parquet from reject files (the listing's, the curation's) in a worker task; returns counts
+    for stats.json."""
     import ray
 
     @ray.remote(num_cpus=1)
-    def write(found, *tables):
+    def write(paths):
         import pyarrow.parquet as pq
 
-        t = pa.concat_tables([pa.Table.from_pylist(found, schema=REJECT_SCHEMA)] + [x.cast(REJECT_SCHEMA) for x in tables])
+        t = pa.concat_tables([pq.read_table(p).cast(REJECT_SCHEMA) for p in paths] + [REJECT_SCHEMA.empty_table()])
         t = t.sort_by([(c, "ascending") for c in ("source", "path", "stage", "reason", "detail")])
         pq.write_table(t, path, compression="zstd")
         df = pl.from_arrow(t)
         return {"total": df.height, "by_stage": _value_counts(df["stage"]), "by_reason": _value_counts(df["reason"]),
                 "by_stage_reason": _value_counts(df["stage"] + "/" + df["reason"])}
 
-    counts = ray.get(write.remote(discover_rejects, *refs))
+    counts = ray.get(write.remote(list(paths)))
     return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in counts.items()}

@@ -24,9 +24,11 @@ CANDIDATES_GLOB = "cache/candidates/*.parquet"
 CACHE_FORMAT = "dataengine.candidates/2"
 
 
-def candidates_key(recipe, tokenizers: dict, found) -> str:
-    """sha256 over what decides the candidates; any change re-decodes and re-tokenizes."""
-    files = sorted([u.source, u.unit_id, u.stamps] for u in found.units)  # stamps: size + mtime of every file
+def candidates_key(recipe, tokenizers: dict, listing_digest: str) -> str:
+    """sha256 over what decides the candidates; any change re-decodes and re-tokenizes.
+
+    `listing_digest` (`Listing.digest`) covers every unit's source, id and stamps (the size and
+    mtime of each of its files) and the order the listing gives them (which cuts the work items)."""
     inputs = {
         "format": CACHE_FORMAT,
         "seed": recipe.seed,
@@ -35,7 +37,7 @@ def candidates_key(recipe, tokenizers: dict, found) -> str:
         "token_recon": recipe.curate.token_recon,
         "tokenizers": {k: v.get("weights_sha256") for k, v in sorted(tokenizers.items())},
         "item_units": recipe.execution.item_units,
-        "files": files,
+        "files": listing_digest,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 

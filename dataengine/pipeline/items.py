@@ -1,6 +1,7 @@
 """Decode + tokenize as work items: each worker writes its own candidate part; the driver plans.
 
-    units (sorted by unit_id) --plan_items--> items of `item_units` consecutive units
+    unit parts of the listing (`dataengine.listing`) --plan_items--> items of `item_units` consecutive
+      units (spans of the parts, in task order: the driver never sees a unit)
       --Ray Data, one tokenizer actor per CPU--> ItemWorker: decode (sub-batches of decode_batch)
          -> tokenize + compose (sub-batches of tokenize_batch) -> WORK/parts/part-<item>.parquet
       <-- one summary row per item (item, rows): all the driver sees
@@ -12,8 +13,8 @@ part files (O(items)) and sends only the missing items. Ray Data retries a call
 whose actor died, and the crash ledger (`pipeline.isolation`) turns a unit that
 kills its worker every time into a reject, so every item ends.
 
-The item plan depends only on the number of units (`item_units_for`), never on
-the cluster, so a run resumed on another cluster finds its parts.
+The item plan depends only on the listing (its task order and counts, `item_units_for`), never
+on the cluster, so a run resumed on another cluster finds its parts.
 
 Fault injection for the tests: `DATAENGINE_KILL_AFTER_PARTS=N` makes the driver
 SIGKILL itself once N parts are reported committed.
@@ -41,6 +42,24 @@ def item_units_for(n_units: int, item_units: int) -> int:
     if item_units > 0:
         return item_units
     return max(8, min(1024, -(-n_units // 64)))
+
+
+def plan_items(parts: list[dict], item_units: int) -> list[tuple[int, list[list]]]:
+    """[(item, [[unit part, start, stop], ...])]: consecutive units of the listing's parts, in order."""
+    size = item_units_for(sum(p["units"] for p in parts), item_units)
+    items, spans, need = [], [], size
+    for p in parts:
+        at = 0
+        while at < p["units"]:
+            take = min(need, p["units"] - at)
+            spans.append([p["units_path"], at, at + take])
+            at, need = at + take, need - take
+            if need == 0:
+                items.append(spans)
+                spans, need = [], size
+    if spans:
+        items.append(spans)
+    return list(enumerate(items))
 
 
 def part_name(item: int) -> str:
@@ -93,13 +112,14 @@ class ItemWorker:
         self.decode_batch, self.tokenize_batch = decode_batch, tokenize_batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from dataengine.listing import read_units
         from dataengine.pipeline.decode_stage import DECODED_SCHEMA
         from dataengine.pipeline.isolation import UnitGuard
         from dataengine.pipeline.tokenize_stage import RESULT_SCHEMA
 
         out = []
-        for item, units_json in zip(batch.column("item").to_pylist(), batch.column("units").to_pylist()):
-            units = pa.Table.from_pylist(json.loads(units_json))
+        for item, spans in zip(batch.column("item").to_pylist(), batch.column("spans").to_pylist()):
+            units = read_units(json.loads(spans))
             # one crash-ledger round trip per item (not per batch): it stays off the hot path on a big cluster
             guard = UnitGuard(self.decode.fn.ledger, units.column("unit_id").to_pylist())
             results = []
@@ -116,18 +136,18 @@ class ItemWorker:
         return pa.Table.from_pylist(out, schema=SUMMARY)
 
 
-def run_items(recipe, units: list, work: WorkDir, tokdir: Path, roles: list[str], vocab_path: Path,
+def run_items(recipe, listing, work: WorkDir, tokdir: Path, roles: list[str], vocab_path: Path,
               address, log, progress=None) -> None:
-    """Decode and tokenize every unit whose item has no part yet; workers write the parts.
+    """Decode and tokenize every unit of `listing` whose item has no part yet; workers write the parts.
 
     `progress(summary)`, when given, sees each item's summary (item, units, rows, ok) as it is committed."""
-    size = item_units_for(len(units), recipe.execution.item_units)
-    items = [(i, units[s:s + size]) for i, s in enumerate(range(0, len(units), size))]
+    items = plan_items(listing.parts, recipe.execution.item_units)
+    count = lambda spans: sum(b - a for _, a, b in spans)  # noqa: E731
     done = work.done()
-    todo = [(i, us) for i, us in items if i not in done]
+    todo = [(i, spans) for i, spans in items if i not in done]
     if done:
-        log(f"resuming: {len(items) - len(todo)} of {len(items)} work items ({sum(len(u) for i, u in items if i in done)}"
-            f" of {len(units)} sample groups) were already decoded and tokenized by an interrupted run ({work.dir})")
+        log(f"resuming: {len(items) - len(todo)} of {len(items)} work items ({sum(count(s) for i, s in items if i in done)}"
+            f" of {listing.units} sample groups) were already decoded and tokenized by an interrupted run ({work.dir})")
     if not todo:
         return
     from dataengine.pipeline.run import init_ray
@@ -156,7 +176,7 @@ def run_items(recipe, units: list, work: WorkDir, tokdir: Path, roles: list[str]
               "compose": dataclasses.asdict(recipe.compose), "seed": recipe.seed,
               "token_recon": recipe.curate.token_recon}
     ray.data.DataContext.get_current().wait_for_min_actors_s = 600  # every actor up before blocks are handed out
-    rows = [{"item": i, "units": json.dumps([u.to_row() for u in us])} for i, us in todo]
+    rows = [{"item": i, "spans": json.dumps(spans)} for i, spans in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(ItemWorker, fn_constructor_kwargs={
         "decode": decode, "tokenize_kwargs": kwargs, "parts_dir": str(work.parts),

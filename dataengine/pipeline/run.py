@@ -1,12 +1,14 @@
 """`dataengine run`: compile a recipe into a Ray Data pipeline and write the outputs.
 
-    discover (driver) -> work items -> decode + stats + tokenize + compose (Ray actor pool; each worker
+    listing (Ray tasks over folders/prefixes: dataengine/listing.py) -> work items -> decode + stats + tokenize + compose (Ray actor pool; each worker
       writes its item's candidate part) -> candidates (kept in OUT/cache) -> curate: filter, dedup, split,
       mixture, shard writing (Ray tasks over the parts: curate/distributed.py) -> rejects (a task),
-      stats and manifest (merged on the driver from per-shard counts)
+      stats and manifest (merged on the driver from per-task and per-shard counts)
 
 Everything is written to a staging folder beside OUT and moved into place at
-the end, so a reader never sees a half-written OUT. The same code runs on a
+the end, so a reader never sees a half-written OUT. An OUT on object storage (s3://...) is
+written into a local mirror the same way, then uploaded by Ray tasks with manifest.json last
+(dataengine/publish.py). The same code runs on a
 local Ray (started here) and on a cluster (`--address` or `ray job submit`).
 """
 from __future__ import annotations
@@ -19,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from dataengine import storage
+from dataengine import publish, storage
 from dataengine.curate.distributed import curate_and_write, write_rejects
-from dataengine.discover import discover
+from dataengine.listing import Listing, run_listing
 from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
 from dataengine.pipeline.items import WorkDir, run_items
 from dataengine.pipeline.tokenize_stage import load_tokenizers
@@ -56,7 +58,10 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
                  address: str | None = None, log=print, report: bool = True) -> dict:
     """Run `recipe` and write OUT; returns the manifest. `report=False` skips OUT/report.html."""
     t0 = time.time()
-    output = Path(output).resolve()
+    remote = storage.normalize(output) if storage.is_remote(output) else None
+    if remote:  # written into a local mirror, then published (dataengine/publish.py)
+        publish.check_output(remote, storage.options_from_env())
+    output = local_output(recipe, output)
     sources = source_roots(recipe)
     tokdir = Path(tokenizers_dir) if tokenizers_dir else recipe.resolve(recipe.tokenizers_dir)
     ensure_tokenizers(recipe, tokdir, log=log)
@@ -69,19 +74,22 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     vocab.save(staging / "vocab.json")
     _copy_tokenizers(tokdir, roles, staging / "tokenizers")
 
-    found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes, options=storage.options_from_env())
-    log(f"discovered {len(found.files)} files -> {len(found.units)} sample groups, "
-        f"{len(found.rejects)} rejected at discovery")
-    key = candidates_key(recipe, vocab.tokenizers, found)
-    parts, work = _candidates(recipe, found, key, output, tokdir, roles, staging / "vocab.json", address, log)
     ray = init_ray(address)
+    listing = list_inputs(sources, max_file_bytes=recipe.decode.max_file_bytes,
+                          work=output.parent / f".{output.name}.listing", options=storage.options_from_env())
+    log(f"discovered {listing.files} files -> {listing.units} sample groups, "
+        f"{listing.rejects} rejected at discovery ({len(listing.parts)} listing tasks)")
+    key = candidates_key(recipe, vocab.tokenizers, listing.digest())
+    parts, work = _candidates(recipe, listing, key, output, tokdir, roles, staging / "vocab.json", address, log)
     written = curate_and_write([str(p) for p in parts], recipe, staging,
                                cpus=ray.cluster_resources().get("CPU", 1), log=log)
     _maybe_kill("write")  # after the shards, before rejects, stats and manifest
-    rejects = write_rejects(found.rejects, written.rejects, staging / "rejects.parquet")
+    rejects = write_rejects(listing.reject_paths() + written.rejects, staging / "rejects.parquet")
+    shutil.rmtree(written.scratch, ignore_errors=True)
     save_candidates(staging, key, parts)
+    (staging / CACHE_DIR / "timings.json").write_text(json.dumps(written.timings, indent=1, sort_keys=True) + "\n")
     shards = sorted(written.shards, key=lambda e: (e["format"], e["split"] != "train", e["path"]))
-    stats = build_stats(found, rejects, written.shard_stats)
+    stats = build_stats(listing.inputs(), rejects, written.shard_stats)
     stats["curate"] = written.report
     (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     _write_token_shares(staging / "token_shares.csv", written.report.get("mixture", {}))
@@ -95,13 +103,29 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     _swap_into_place(staging, output)
     if work is not None:
         work.remove()  # OUT/cache now holds the candidates
+    listing.remove()
+    if remote:
+        _maybe_kill("publish")  # a finished mirror, nothing uploaded yet
+        publish.publish(output, remote, storage.options_from_env(), log=log)
     log(f"wrote {stats['sequences']['total']} sequences ({stats['tokens']['total']} tokens) in "
         f"{len([s for s in shards if s['format'] == 'parquet'])} parquet shards, "
         f"{stats['rejects']['total']} rejects, in {time.time() - t0:.1f}s")
     return manifest
 
 
-def _candidates(recipe: Recipe, found, key: str, output: Path, tokdir: Path, roles: list[str], vocab_path: Path,
+def local_output(recipe: Recipe, output) -> Path:
+    """Where OUT is written: the folder itself, or for an s3:// (any remote) OUT its local mirror."""
+    if storage.is_remote(output):
+        return publish.mirror_path(output, recipe.resolve(recipe.execution.work_dir) if recipe.execution.work_dir else "")
+    return Path(storage.local_path(output)).resolve()
+
+
+def list_inputs(sources, **kw) -> Listing:
+    """The listing as Ray tasks (a seam: the hostile test changes files right after it)."""
+    return run_listing(sources, **kw)
+
+
+def _candidates(recipe: Recipe, listing: Listing, key: str, output: Path, tokdir: Path, roles: list[str], vocab_path: Path,
                 address, log) -> tuple[list[Path], WorkDir | None]:
     """Every unit decoded and tokenized, as parts: from OUT's cache, else resumed from the work folder, else on Ray."""
     parts = load_candidates(output, key)
@@ -110,8 +134,7 @@ def _candidates(recipe: Recipe, found, key: str, output: Path, tokdir: Path, rol
             "(inputs, decode, tokenizers and compose settings unchanged)")
         return parts, None
     work = WorkDir(output, key)
-    units = sorted(found.units, key=lambda u: u.unit_id)
-    run_items(recipe, units, work, tokdir, roles, vocab_path, address, log)
+    run_items(recipe, listing, work, tokdir, roles, vocab_path, address, log)
     return work.part_paths(), work
 
 

@@ -35,11 +35,6 @@ def code_version() -> dict:
     return info
 
 
-def _counts(series: pl.Series) -> dict:
-    vc = series.value_counts(sort=True)
-    return {str(k): int(v) for k, v in sorted(zip(vc[vc.columns[0]], vc["count"]), key=lambda kv: str(kv[0]))}
-
-
 def token_modality_counts(tokens: pl.Series, group: pl.Series, vocab: Vocab) -> dict[str, dict[str, int]]:
     """{group value: {modality: tokens}} from a list[int32] column, vectorised."""
     lengths = tokens.list.len().to_numpy().astype(np.int64)
@@ -55,19 +50,14 @@ def token_modality_counts(tokens: pl.Series, group: pl.Series, vocab: Vocab) -> 
             for i, k in enumerate(keys)}
 
 
-def build_stats(found, rejects: dict, shard_stats: list[dict]) -> dict:
-    """stats.json from discovery, the reject counts and the shards' own stats (merged, never re-read)."""
+def build_stats(inputs: dict, rejects: dict, shard_stats: list[dict]) -> dict:
+    """stats.json from the listing's counts (`Listing.inputs`), the reject counts and the shards' own
+    stats (merged, never re-read)."""
     from dataengine.shards.plan import merge_stats
 
     sequences, tokens, length = merge_stats(shard_stats)
     stats: dict = {
-        "inputs": {
-            "files": len(found.files),
-            "sample_groups": len(found.units),
-            "metadata_files": len(found.metadata),  # img2dataset shard .parquet / _stats.json
-            "by_kind": _counts(pl.Series([u.kind for u in found.units], dtype=pl.String)),
-            "by_source": _counts(pl.Series([s for s, _ in found.files], dtype=pl.String)),
-        },
+        "inputs": inputs,
         "rejects": rejects,
         "sequences": sequences,
         "tokens": tokens,

@@ -83,7 +83,7 @@ def setup(tmp_path_factory, ray_local):
             paths.append(str(d / "parts" / f"part-{k:06d}.parquet"))
             pq.write_table(cand.slice(cuts[k], cuts[k + 1] - cuts[k]), paths[-1])
         written = curate_and_write(paths, recipe, d, cpus=2)
-        counts = write_rejects([], written.rejects, d / "rejects.parquet")
+        counts = write_rejects(written.rejects, d / "rejects.parquet")
         runs[n_parts] = (d, written, counts)
     return {"cand": cand, "recipe": recipe, "runs": runs}
 

@@ -40,14 +40,14 @@ def hostile_run(tmp_path_factory, ray_local, monkeypatch_module):
         run_pipeline(baseline_recipe, base / "out_base", log=quiet)
     t1 = time.time()
 
-    real_discover = run_mod.discover
+    real_list = run_mod.list_inputs
 
-    def discover_then_mutate(*args, **kw):  # a writer races the run: files change after discovery
-        found = real_discover(*args, **kw)
+    def list_then_mutate(*args, **kw):  # a writer races the run: files change after discovery
+        found = real_list(*args, **kw)
         h.mutate()
         return found
 
-    monkeypatch_module.setattr(run_mod, "discover", discover_then_mutate)
+    monkeypatch_module.setattr(run_mod, "list_inputs", list_then_mutate)
     with TreeRss() as rss_hostile:
         manifest = run_pipeline(load_recipe(path, inputs=[str(good), str(bad)]), base / "out", log=quiet)
     t2 = time.time()
