@@ -69,9 +69,14 @@ def ideal(recipe, units: list, tokdir: Path, vocab_path: Path, item_units: int) 
         worker.decode, worker.tokenize = _Timed(worker.decode, "decode", spent), _Timed(worker.tokenize, "tokenize", spent)
         out_rows = ok_rows = 0
         t0 = time.perf_counter()
+        from dataengine.listing import UNIT_SCHEMA
+        from dataengine.spans import write_table
+
+        listed = Path(parts) / "units.parquet"  # as the listing tasks write them; items are spans of it
+        write_table(pa.Table.from_pylist([u.to_row() for u in units], schema=UNIT_SCHEMA), listed)
         for i, s in enumerate(range(0, len(units), item_units)):
-            batch = pa.table({"item": [i], "units": [json.dumps([u.to_row() for u in units[s:s + item_units]])]})
-            summary = worker(batch).to_pylist()[0]
+            spans = [[str(listed), s, min(s + item_units, len(units))]]
+            summary = worker(pa.table({"item": [i], "spans": [json.dumps(spans)]})).to_pylist()[0]
             out_rows += summary["rows"]
             ok_rows += summary["ok"]
         total = time.perf_counter() - t0

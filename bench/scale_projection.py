@@ -12,7 +12,8 @@ MEASURED here (on the largest size's run, this machine):
     with `ray.timeline()`: busy seconds of each task by function (_scan, _exact, _bands, ...; on a
     machine whose cores the tasks fill, ~ core-seconds; the profile's whole-tree CPU is recorded
     beside it), and the star rounds of connected components (_star calls / R);
-  - the driver's Python heap per sample group (`scale_out.driver_state_bytes`), and the driver memory
+  - the driver's Python heap per listing task (`scale_out.driver_state_bytes`: the listing plan, one task per
+    top-level folder; nothing per sample group), and the driver memory
     per live ObjectRef of a small task return (a local Ray, here: `ref_cost`);
   - the largest Ray process's peak RSS (an ItemWorker: the memory one worker needs).
 ASSUMED (flags; printed with the result): the node (cores, memory, NIC), the object store share of
@@ -220,7 +221,8 @@ def project(args, out: Path, recipe_path: Path, run: dict) -> dict | None:
                             "exact_duplicates": run["dedup_dropped"].get("exact_duplicate", 0) / rows,
                             "near_duplicates": run["dedup_dropped"].get("near_duplicate", 0) / rows,
                             "tokens": run["candidate_tokens"] / rows},
-                "driver_state_bytes_per_group": run["driver_state"]["retained_bytes_per_group"],
+                "driver_listing_plan_bytes_per_task": run["driver_state"]["plan_bytes_per_task"],
+                "groups_per_listing_task": run["docs"] / max(run["driver_state"]["listing_tasks"], 1),
                 "item_worker_peak_rss_mib": run["largest_ray_process_peak_rss_mib"],
                 "at": {"docs": run["docs"], "candidate_rows": rows}}
     S = args.samples
@@ -301,7 +303,8 @@ def project(args, out: Path, recipe_path: Path, run: dict) -> dict | None:
             "driver": {"object_refs_peak": refs_peak,
                        "ref_bytes": refs_peak * refs["driver_bytes_per_ref_less_payload"],
                        "inline_piece_bytes": inline,
-                       "unit_and_item_lists_bytes": S * run["driver_state"]["retained_bytes_per_group"],
+                       "listing_plan_bytes": S / measured["groups_per_listing_task"]
+                       * measured["driver_listing_plan_bytes_per_task"],  # folders shaped like this corpus's
                        "node_memory_bytes": args.node_mem_gib * 2**30},
         }
     return {"assumed": {"samples": S, "node": {"cores": args.node_cores, "memory_gib": args.node_mem_gib,
@@ -337,7 +340,7 @@ def print_projection(p: dict | None) -> None:
         print(f"  {n} nodes ({d['cores']} cores, P={d['parts']} parts, R=G={d['reducers_R']}): total "
               f"{d['total_time_s'] / 3600:.2f} h; driver: {d['driver']['object_refs_peak']:.3g} refs "
               f"({_fmt(d['driver']['ref_bytes'])}), inline pieces {_fmt(d['driver']['inline_piece_bytes'])}, "
-              f"unit lists {_fmt(d['driver']['unit_and_item_lists_bytes'])}; dedup live "
+              f"listing plan {_fmt(d['driver']['listing_plan_bytes'])}; dedup live "
               f"{_fmt(d['dedup_live_bytes'])} vs object store {_fmt(d['object_store_bytes'])}")
         for name, s in d["stages"].items():
             print(f"    {name:<28} shuffle {_fmt(s['shuffle_bytes']):>9}  objects {s['objects']:>10.3g}  "

@@ -64,20 +64,26 @@ def mixture_lines(report: dict) -> list[str]:
 
 
 def pick_sequences(out: Path, n: int) -> list[dict]:
-    """`n` sequences, round-robin over tasks (deterministic), so every modality shows up."""
+    """`n` sequences, round-robin over tasks in (task, id) order (deterministic), so every modality shows up.
+    Reads the shards' task and id columns one shard at a time, then only the rows picked."""
     files = sorted((Path(out) / "parquet").glob("*.parquet"))
     if not files or n <= 0:
         return []
-    df = pl.concat([pl.read_parquet(f) for f in files]).sort(["task", "id"])
-    by_task = {t: g.to_dicts() for t, g in df.group_by("task", maintain_order=True)}
-    picked, i = [], 0
-    while len(picked) < n and any(i < len(rows) for rows in by_task.values()):
-        for task in sorted(by_task, key=str):
-            rows = by_task[task]
-            if i < len(rows) and len(picked) < n:
-                picked.append(rows[i])
+    best: dict[str, list[tuple[str, Path]]] = {}  # per task, the n smallest ids and their shard
+    for f in files:
+        for (task,), g in pl.read_parquet(f, columns=["task", "id"]).group_by("task"):
+            best[task] = sorted(best.get(task, []) + [(i, f) for i in g["id"].sort().head(n).to_list()])[:n]
+    chosen, i = [], 0
+    while len(chosen) < n and any(i < len(v) for v in best.values()):
+        for task in sorted(best, key=str):
+            if i < len(best[task]) and len(chosen) < n:
+                chosen.append(best[task][i])
         i += 1
-    return picked
+    rows: dict[str, dict] = {}
+    for f in sorted({f for _, f in chosen}):
+        ids = [i for i, g in chosen if g == f]
+        rows.update({r["id"]: r for r in pl.read_parquet(f).filter(pl.col("id").is_in(ids)).to_dicts()})
+    return [rows[i] for i, _ in chosen]
 
 
 def decode_to(out: Path, n: int, to: Path, log=print) -> list[Path]:

@@ -1,8 +1,8 @@
 """The one-screen summary `dataengine run` prints at the end, read back from what the run wrote.
 
 Sources: OUT/stats.json and OUT/manifest.json (via `inspect.load_output`), and
-OUT/cache/candidates/ for the tokenized items per kind (skipped when the
-cache is gone). At most about 30 lines, none wider than `width` (100) columns
+OUT/report_digest.json for the tokenized items per kind (skipped when it is
+not there). At most about 30 lines, none wider than `width` (100) columns
 except a single path longer than that. The mixture table is `inspect`'s
 (`mixture_lines`), cut to the largest groups. Example (tiny mixed corpus):
 
@@ -24,10 +24,9 @@ except a single path longer than that. The mixture table is `inspect`'s
 """
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
-
-import polars as pl
 
 from dataengine.inspect import load_output, mixture_lines
 
@@ -81,14 +80,14 @@ def format_summary(out: Path, *, seconds: float | None = None, timings: dict[str
 
 
 def ok_items_by_kind(out: Path) -> dict[str, int] | None:
-    """Decoded and tokenized items (before curation) per kind, from OUT's candidates cache; None without it."""
-    from dataengine.pipeline.cache import candidate_files
+    """Decoded and tokenized items (before curation) per kind, from OUT/report_digest.json; None without it."""
+    from dataengine.report.digest import DIGEST_NAME
 
-    files = candidate_files(out)
-    if not files:
+    try:
+        digest = json.loads((Path(out) / DIGEST_NAME).read_text())
+    except (OSError, ValueError):
         return None
-    c = pl.concat([pl.read_parquet(f, columns=["kind", "status"]) for f in files]).filter(pl.col("status") == "ok")
-    return {k: int(n) for k, n in c.group_by("kind").len().sort("kind").iter_rows()}
+    return dict(sorted(digest["candidates"]["ok_by_kind"].items()))
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -3,7 +3,8 @@
     listing (Ray tasks over folders/prefixes: dataengine/listing.py) -> work items -> decode + stats + tokenize + compose (Ray actor pool; each worker
       writes its item's candidate part) -> candidates (kept in OUT/cache) -> curate: filter, dedup, split,
       mixture, shard writing (Ray tasks over the parts: curate/distributed.py) -> rejects (a task),
-      stats and manifest (merged on the driver from per-task and per-shard counts)
+      stats and manifest (merged on the driver from per-task and per-shard counts) -> the report's
+      digest (Ray tasks: report/digest.py) -> report.html
 
 Everything is written to a staging folder beside OUT and moved into place at
 the end, so a reader never sees a half-written OUT. An OUT on object storage (s3://...) is
@@ -29,6 +30,7 @@ from dataengine.pipeline.items import WorkDir, run_items
 from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.recipe import Recipe, source_roots
 from dataengine.report.build import build_report
+from dataengine.report.digest import build_digest
 from dataengine.shards.manifest import build_manifest, build_stats
 from dataengine.tokenize.fit import ensure_tokenizers
 from dataengine.vocab import Vocab
@@ -94,6 +96,8 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     (staging / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     _write_token_shares(staging / "token_shares.csv", written.report.get("mixture", {}))
     manifest = build_manifest(recipe, vocab, shards, stats, written.mixture)
+    dd = written.report["dedup"]
+    build_digest(staging, [str(p) for p in parts], shards, dd["rows"] + sum(written.report["filters"]["dropped"].values()))
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     try:  # the report is part of the same atomic swap; a report bug must not lose the shards
         if report:  # off with `run --no-report` (the DVC `report` stage builds it once, with the full eval)

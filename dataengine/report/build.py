@@ -1,7 +1,8 @@
 """`OUT/report.html`: one self-contained page that shows what a run did, built from OUT alone.
 
-    OUT/manifest.json, stats.json, rejects.parquet, parquet/*.parquet,
-    cache/candidates/*.parquet, tokenizers/, vocab.json [, tokenizer_eval.json]
+    OUT/manifest.json, stats.json, report_digest.json + report_sample.parquet (aggregates and a sample,
+    computed by Ray tasks at the end of the run: report/digest.py), the few shards holding the rows
+    shown, tokenizers/, vocab.json [, tokenizer_eval.json]
       -> ReportData -> sections (overview, inputs & rejects, stats vs thresholds,
          dedup, tokens & mixture, lengths, tokenizer fidelity + gallery, lineage)
       -> report.html (inline SVG plots, data: URI media, no scripts, no URLs)
@@ -24,7 +25,6 @@ from dataengine.vocab import Vocab
 REPORT_NAME = "report.html"
 # the page's sections, in order (ids are anchors: report.html#tokens)
 SECTION_IDS = ("overview", "inputs", "distributions", "dedup", "tokens", "lengths", "fidelity", "lineage")
-LIGHT_COLUMNS = ["id", "split", "source", "task", "kind", "num_tokens", "repeat", "dup_cluster"]
 
 
 @dataclass
@@ -32,9 +32,8 @@ class ReportData:
     out: Path
     manifest: dict
     stats: dict
-    rejects: pl.DataFrame
-    seq: pl.DataFrame                 # LIGHT_COLUMNS + shard (parquet path relative to OUT) + row (index in it)
-    candidates: pl.DataFrame | None   # OUT/cache/candidates/ (every tokenized item before curation)
+    digest: dict                      # OUT/report_digest.json: aggregates computed by workers (report/digest.py)
+    candidates: pl.DataFrame | None   # OUT/report_sample.parquet: a uniform sample of tokenized items' stats
     vocab: Vocab
     tokenizer_eval: dict | None
     _toks: dict | None = field(default=None, repr=False)
@@ -52,12 +51,12 @@ class ReportData:
         return self._toks
 
     def rows(self, ids: list[str]) -> list[dict]:
-        """Full sequence rows (every column) for `ids`, in the order given, with shard and row."""
-        if not ids:
-            return []
-        want = self.seq.filter(pl.col("id").is_in(ids))
+        """Full sequence rows (every column) for `ids` the digest names, in the order given, with shard and row:
+        only the shards that hold them are read."""
+        seq = self.digest["sequences"]
+        at = {e["id"]: e for k in seq["first"] for e in seq["first"][k]} | {e["id"]: e for e in seq["last"].values()}
         found: dict[str, dict] = {}
-        for shard in sorted(set(want["shard"].to_list())):
+        for shard in sorted({at[i]["shard"] for i in ids if i in at}):
             part = pl.read_parquet(self.out / shard).with_row_index("row")
             for r in part.filter(pl.col("id").is_in(ids)).to_dicts():
                 r["shard"] = shard
@@ -66,29 +65,22 @@ class ReportData:
 
 
 def load_report_data(out: Path) -> ReportData:
+    from dataengine.report.digest import DIGEST_NAME, SAMPLE_NAME, load_digest
+
     out = Path(out)
     for name in ("manifest.json", "stats.json", "rejects.parquet", "vocab.json"):
         if not (out / name).is_file():
             raise RecipeError(f"{out} has no {name}; pass the --output folder of a finished `dataengine run`")
-    manifest = json.loads((out / "manifest.json").read_text())
-    stats = json.loads((out / "stats.json").read_text())
-    parts = []
-    for s in sorted((sh for sh in manifest.get("shards", []) if sh.get("format") == "parquet"),
-                    key=lambda sh: sh["path"]):
-        df = pl.read_parquet(out / s["path"], columns=LIGHT_COLUMNS).with_row_index("row")
-        parts.append(df.with_columns(pl.lit(s["path"]).alias("shard")))
-    schema = {"row": pl.UInt32, "id": pl.String, "split": pl.String, "source": pl.String, "task": pl.String,
-              "kind": pl.String, "num_tokens": pl.Int32, "repeat": pl.Int32, "dup_cluster": pl.String,
-              "shard": pl.String}
-    seq = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    from dataengine.pipeline.cache import candidate_files
-
-    cand = candidate_files(out)
-    candidates = pl.concat([pl.read_parquet(p) for p in cand], how="vertical_relaxed") if cand else None
+    for name in (DIGEST_NAME, SAMPLE_NAME):
+        if not (out / name).is_file():
+            raise RecipeError(f"{out} has no {name} (an output of an older dataengine): run `dataengine run` again")
+    digest, sample = load_digest(out)
     eval_path = out / "tokenizer_eval.json"
     tok_eval = json.loads(eval_path.read_text()) if eval_path.is_file() else None
-    return ReportData(out=out, manifest=manifest, stats=stats, rejects=pl.read_parquet(out / "rejects.parquet"),
-                      seq=seq, candidates=candidates, vocab=Vocab.load(out / "vocab.json"), tokenizer_eval=tok_eval)
+    return ReportData(out=out, manifest=json.loads((out / "manifest.json").read_text()),
+                      stats=json.loads((out / "stats.json").read_text()), digest=digest,
+                      candidates=sample if sample.height else None, vocab=Vocab.load(out / "vocab.json"),
+                      tokenizer_eval=tok_eval)
 
 
 def render_report(data: ReportData, *, gallery_per_kind: int = 2) -> str:

@@ -19,7 +19,7 @@ import yaml
 from dataengine.report import media
 from dataengine.report.html import MODALITY_COLORS, Section, audio, esc, figure, img, num, table
 from dataengine.report.plots import PALETTE, histogram, traces
-from dataengine.report.sections import ok_candidates
+from dataengine.report.sections import ok_candidates, sampled
 
 GALLERY_KINDS = ("image", "video", "audio", "sensor", "text", "chat")
 MAX_CHANNELS = 3
@@ -88,16 +88,14 @@ def _recon_hists(data) -> str:
         svg = histogram(v, title=f"{kind}: token_recon_mse ({len(v):,})", bins=24, width=300, height=170,
                         xlabel=units.get(kind, ""), markers=[(med, f"median {num(med)}")])
         figs.append(svg.replace('fill="#4c78a8"', f'fill="{MODALITY_COLORS.get(kind, "#4c78a8")}"'))
-    return ("<h3>Reconstruction error of every item</h3><div class=\"grid\">" + "".join(figs) + "</div>")
+    return (f"<h3>Reconstruction error per item</h3><p class=\"note\">Measured on {sampled(data, ok.height)}.</p>"
+            "<div class=\"grid\">" + "".join(figs) + "</div>")
 
 
 def pick_gallery(data, per_kind: int) -> list[str]:
-    """`per_kind` originals (not repeats) per kind, smallest ids first: deterministic."""
-    seq = data.seq.filter(pl.col("repeat") == 0).sort("id")
-    ids = []
-    for kind in GALLERY_KINDS:
-        ids += seq.filter(pl.col("kind") == kind)["id"].head(per_kind).to_list()
-    return ids
+    """`per_kind` sequences per kind (at most digest.FIRST_IDS), smallest ids first: deterministic."""
+    first = data.digest["sequences"]["first"]
+    return [e["id"] for kind in GALLERY_KINDS for e in first.get(kind, [])[:per_kind]]
 
 
 def _gallery(data, per_kind: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import polars as pl
 
 from dataengine.report import media
 from dataengine.report.html import Raw, Section, esc, table
@@ -15,9 +14,9 @@ KINDS = ("image", "video", "audio", "sensor", "text", "chat", "interleaved")
 
 
 def pick_lineage(data) -> list[str]:
-    """One original (not a repeat) per kind, the one with the largest id: not the gallery's items."""
-    seq = data.seq.filter(pl.col("repeat") == 0).sort("id", descending=True)
-    return [r for k in KINDS for r in seq.filter(pl.col("kind") == k)["id"].head(1).to_list()]
+    """One sequence per kind, the one with the largest id: not the gallery's items."""
+    last = data.digest["sequences"]["last"]
+    return [last[k]["id"] for k in KINDS if k in last]
 
 
 def lineage(data) -> Section:
@@ -51,8 +50,7 @@ def _chain(data, row: dict) -> str:
     decoded = ", ".join(f"{k} {_short(meta[k])}" for k in META_KEYS if meta.get(k) is not None)
     spans = ", ".join(f"{s['modality']} [{s['start']}, {s['end']})" for s in row["spans"] or [])
     loss = sum(t["end"] - t["start"] for t in row["target_spans"] or [])
-    twins = data.rejects.filter((pl.col("stage") == "dedup") & pl.col("detail").str.contains(f"kept id {row['id']}",
-                                                                                           literal=True)).height
+    twins = data.digest["rejects"]["twins"].get(row["id"], 0)
     copies = _plan_copies(data.manifest.get("mixture"), row)
     stats = {k: v for k, v in (row.get("stats") or {}).items() if v is not None}
     rules = data.stats.get("curate", {}).get("filters", {}).get("rules", {})
@@ -92,16 +90,12 @@ def _short(v) -> str:
 
 
 def _rejected_examples(data) -> str:
-    rej = data.rejects.filter(~pl.col("reason").is_in(["media_dropped", "media_rejected"]))
-    if rej.height == 0:
+    examples = data.digest["rejects"]["examples"]
+    rows = [[stage, Raw(f"<code>{esc(r['source'])}/{esc(r['path'])}</code>"), r["reason"], r["detail"][:200]]
+            for stage in ("discover", "decode", "tokenize", "filter", "dedup", "mixture")
+            if (r := examples.get(stage))]
+    if not rows:
         return ""
-    rows = []
-    for stage in ("discover", "decode", "tokenize", "filter", "dedup", "mixture"):
-        part = rej.filter(pl.col("stage") == stage).sort(["source", "path"])
-        if part.height:
-            r = part.row(0, named=True)
-            rows.append([stage, Raw(f"<code>{esc(r['source'])}/{esc(r['path'])}</code>"), r["reason"],
-                         r["detail"][:200]])
     return ("<h3>And files that did not arrive (one per stage)</h3>"
             + table(["stage", "file", "reason", "detail"], rows))
 

@@ -120,15 +120,17 @@ def hbar(labels: list[str], series: dict[str, list[float]], *, title: str, color
 
 def histogram(values: np.ndarray, *, title: str, dropped: np.ndarray | None = None,
               lines: list[tuple[float, str]] = (), bins: int = 30, width: int = 330, height: int = 190,
-              xlabel: str = "", markers: list[tuple[float, str]] = ()) -> str:
-    """Counts of `values` (NaN ignored); `dropped` rows drawn in red on top; `lines` are thresholds.
+              xlabel: str = "", markers: list[tuple[float, str]] = (), weights: np.ndarray | None = None) -> str:
+    """Counts of `values` (NaN ignored; each counted `weights` times when given: a histogram of counts);
+    `dropped` rows drawn in red on top; `lines` are thresholds.
 
     Heavy-tailed positive values (max / min > 1000) get logarithmic bins.
     """
     v = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
     d = np.zeros(len(v), bool) if dropped is None else np.asarray(dropped, bool)
-    v, d = v[ok], d[ok]
+    w = np.ones(len(v), np.int64) if weights is None else np.asarray(weights, np.int64)
+    v, d, w = v[ok], d[ok], w[ok]
     left, right, top, bottom = 38, 10, 22, 34
     pw, ph = width - left - right, height - top - bottom
     body: list[str] = []
@@ -148,8 +150,8 @@ def histogram(values: np.ndarray, *, title: str, dropped: np.ndarray | None = No
     a, b = a - pad, b + pad
     edges = np.linspace(a, b, bins + 1)
     tv = tx(v)
-    kept_c, _ = np.histogram(tv[~d], edges)
-    drop_c, _ = np.histogram(tv[d], edges)
+    kept_c, _ = np.histogram(tv[~d], edges, weights=w[~d])
+    drop_c, _ = np.histogram(tv[d], edges, weights=w[d])
     cmax = max(int((kept_c + drop_c).max()), 1)
     sx = lambda t: left + (t - a) / (b - a) * pw  # noqa: E731
     sy = lambda c: top + ph - c / cmax * ph  # noqa: E731

@@ -23,16 +23,22 @@ def file_modality(paths: pl.Series) -> pl.Series:
 
 
 def ok_candidates(data) -> pl.DataFrame | None:
+    """The sample of tokenized items (id, source, kind, stats) behind the stat plots (report/digest.py)."""
     c = data.candidates
     return None if c is None else c.filter(pl.col("status") == "ok")
 
 
+def sampled(data, n: int) -> str:
+    """How many items a plot stands on: all of them, or a uniform sample of them."""
+    total = data.digest["candidates"]["ok"]
+    return f"{n:,} items" if n >= total else f"a uniform sample of {n:,} of {total:,} items"
+
+
 def overview(data) -> Section:
-    st, rej = data.stats, data.rejects
+    st = data.stats
     seqs = st.get("sequences", {})
-    ok = ok_candidates(data)
-    items = rej.filter(pl.col("reason") != "media_dropped")  # one row per item, companions aside
-    by_stage = {s: int((items["stage"] == s).sum()) for s in ("discover", "decode", "tokenize", *ITEM_DROPS)}
+    items = data.digest["rejects"]["items_by_stage"]  # one row per item, companions aside
+    by_stage = {s: int(items.get(s, 0)) for s in ("discover", "decode", "tokenize", *ITEM_DROPS)}
     split = seqs.get("by_split", {})
     mix = st.get("curate", {}).get("mixture", {}).get("totals", {})
     steps = [
@@ -41,7 +47,7 @@ def overview(data) -> Section:
          "files sharing a stem form one group (media + caption / sidecar)"),
         ("rejected before tokens", by_stage["discover"] + by_stage["decode"] + by_stage["tokenize"],
          "unreadable, corrupt, unsupported or failing files (rejects by stage below)"),
-        ("tokenized items", ok.height if ok is not None else None,
+        ("tokenized items", data.digest["candidates"]["ok"],
          "decoded and tokenized candidates (a .jsonl gives one item per record)"),
         ("dropped by filters", by_stage["filter"], "a stat outside a recipe threshold"),
         ("dropped as duplicates", by_stage["dedup"], "exact or near copy of a kept item"),
@@ -64,7 +70,7 @@ def overview(data) -> Section:
 
 
 def inputs_and_rejects(data) -> Section:
-    st, rej = data.stats, data.rejects
+    st, keys = data.stats, data.digest["rejects"]["keys"]
     inputs = st["inputs"]
     body = "<h3>Inputs</h3>"
     kinds = inputs.get("by_kind", {})
@@ -74,25 +80,20 @@ def inputs_and_rejects(data) -> Section:
                   [[s, n, str(data.sources.get(s, "?"))] for s, n in sorted(inputs.get("by_source", {}).items())],
                   numeric={1})
     body += "<h3>Rejects by reason and modality</h3>"
-    if rej.height == 0:
+    if not keys:
         return Section("inputs", "Inputs and rejects", "What came in, and what did not make it.",
                        body + "<p>No input was rejected.</p>")
-    rej = rej.with_columns(file_modality(rej["path"]).alias("modality"),
-                           (pl.col("stage") + "/" + pl.col("reason")).alias("key"))
-    keys = sorted(set(rej["key"].to_list()), key=lambda k: (-int((rej["key"] == k).sum()), k))
-    mods = sorted(set(rej["modality"].to_list()))
-    counts = rej.group_by(["key", "modality"]).len()
-    lookup = {(k, m): n for k, m, n in counts.iter_rows()}
-    body += hbar(keys, {m: [lookup.get((k, m), 0) for k in keys] for m in mods}, stacked=True,
+    labels = [f"{k['stage']}/{k['reason']}" for k in keys]
+    mods = sorted({m for k in keys for m in k["by_modality"]})
+    body += hbar(labels, {m: [k["by_modality"].get(m, 0) for k in keys] for m in mods}, stacked=True,
                  colors={**MODALITY_COLORS, "jsonl": "#9ecae9", "sidecar": "#9d755d", "other": "#bab0ac"},
                  title="Rejected files per stage/reason, coloured by what the file is", width=760)
     rows = []
     for k in keys:
-        part = rej.filter(pl.col("key") == k).sort(["source", "path"])
-        first = part.row(0, named=True)
-        by_mod = ", ".join(f"{m} {n}" for m, n in sorted(part.group_by("modality").len().iter_rows()))
-        rows.append([first["stage"], first["reason"], part.height, by_mod,
-                     Raw(f"<code>{esc(first['path'])}</code>: {esc(first['detail'][:160])}")])
+        by_mod = ", ".join(f"{m} {n}" for m, n in sorted(k["by_modality"].items()))
+        ex = k["example"]
+        rows.append([k["stage"], k["reason"], k["files"], by_mod,
+                     Raw(f"<code>{esc(ex['path'])}</code>: {esc(ex['detail'][:160])}")])
     body += table(["stage", "reason", "files", "by modality", "example"], rows, numeric={2})
     body += ("<p class=\"note\">A dropped item takes its caption or sidecar with it (reason "
              "<code>media_dropped</code> / <code>media_rejected</code>). Every row is in "
@@ -115,11 +116,12 @@ def _stats_frame(data) -> pl.DataFrame | None:
 def distributions(data) -> Section:
     frame = _stats_frame(data)
     lead = ("Quality stats are measured once per item, before any threshold; the recipe's "
-            "<code>curate.filters</code> then decide. Each plot shows every tokenized candidate "
+            "<code>curate.filters</code> then decide. Each plot shows the tokenized candidates (a uniform sample "
+            "of them past 20,000) "
             "(dropped ones included); red marks the items outside the threshold, dashed lines the thresholds.")
     if frame is None:
         return Section("distributions", "Stats against thresholds", lead,
-                       "<p>No candidates cache (<code>cache/candidates/</code>) in this folder.</p>")
+                       "<p>No item was tokenized.</p>")
     curate = data.stats.get("curate", {})
     rules = curate.get("filters", {}).get("rules", {})
     dropped = curate.get("filters", {}).get("dropped", {})
@@ -151,12 +153,13 @@ def distributions(data) -> Section:
                        stacked=True, colors={"allowed": KEPT, "dropped": DROPPED}, title=stat, width=330)
         cond = ", ".join(f"{k} {num(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
                          for k, v in sorted(rule.items()))
-        figs.append(figure(svg, f"<b>{esc(stat)}</b> ({esc(cond)}): measured on {present.len():,} items, "
-                                f"{n_drop:,} dropped for it"))
+        figs.append(figure(svg, f"<b>{esc(stat)}</b> ({esc(cond)}): measured on {sampled(data, present.len())}; "
+                                f"{n_drop:,} dropped for it (of all items)"))
     body = "<h3>Thresholds in the recipe</h3>"
     body += ('<div class="grid">' + "".join(figs) + "</div>") if figs else "<p>The recipe sets no filter.</p>"
     body += ("<h3>Other stats</h3><p class=\"note\">Stats with no threshold, to help choose one "
-             "(<code>dataengine/curate/stats.py</code> defines each). Token stats are split by item kind.</p>")
+             "(<code>dataengine/curate/stats.py</code> defines each). Token stats are split by item kind. "
+             f"Measured on {sampled(data, frame.height)}.</p>")
     small = []
     shown_elsewhere = {"id", "_kind", "token_recon_mse"}  # reconstruction error: under tokenizer fidelity
     for stat in sorted(c for c in frame.columns if c not in rules and c not in shown_elsewhere):
@@ -175,10 +178,7 @@ def distributions(data) -> Section:
     return Section("distributions", "Stats against thresholds", lead, body)
 
 
-_KEPT_RE = re.compile(r"kept id ([0-9A-Za-z_-]+)")
 _JACC_RE = re.compile(r"Jaccard ([0-9.]+)")
-MAX_CLUSTERS = 8
-MAX_MEMBERS = 6  # shown per cluster
 
 
 def dedup_clusters(data) -> Section:
@@ -198,30 +198,22 @@ def dedup_clusters(data) -> Section:
                   [[k, v.get("rows", 0), v.get("kept", 0), v.get("exact_duplicate", 0), v.get("near_duplicate", 0),
                     ngram.get(k, "–"), thr.get(k, "–")] for k, v in sorted(dd.get("by_kind", {}).items())],
                   numeric={1, 2, 3, 4, 5, 6})
-    drops = data.rejects.filter((pl.col("stage") == "dedup") & pl.col("reason").is_in(["exact_duplicate",
-                                                                                         "near_duplicate"]))
-    if drops.height == 0:
+    clusters = data.digest["rejects"]["clusters"]
+    if not clusters:
         return Section("dedup", "Duplicate clusters", lead, body + "<p>No duplicates were found.</p>")
-    cand = ok_candidates(data)
-    where = {} if cand is None else {i: (s, p, k) for i, s, p, k in
-                                      cand.select(["id", "source", "path", "kind"]).iter_rows()}
-    clusters: dict[str, list[dict]] = {}
-    for r in drops.sort(["source", "path"]).iter_rows(named=True):
-        m = _KEPT_RE.search(r["detail"])
-        clusters.setdefault(m.group(1) if m else "?", []).append(r)
-    order = sorted(clusters, key=lambda k: (-len(clusters[k]), k))
-    body += f"<h3>The {min(len(order), MAX_CLUSTERS)} largest clusters</h3>"
+    where = data.digest["candidates"]["where"]
+    body += f"<h3>The {len(clusters)} largest clusters</h3>"
     rows = []
-    for kept in order[:MAX_CLUSTERS]:
-        source, path, kind = where.get(kept, ("?", "?", "?"))
+    for c in clusters:
+        source, path, kind = where.get(c["kept"], ("?", "?", "?"))
         members = [Raw(_member(data, source, path, kind, "kept"))]
-        for r in clusters[kept][:MAX_MEMBERS - 1]:
+        for r in c["members"]:
             jm = _JACC_RE.search(r["detail"])
             label = f"{r['reason'].replace('_', ' ')}" + (f", J≈{jm.group(1)}" if jm else "")
             members.append(Raw(_member(data, r["source"], r["path"], kind, label)))
-        more = len(clusters[kept]) - (MAX_MEMBERS - 1)
+        more = c["dropped"] - len(c["members"])
         tail = f"<p class=\"note\">and {more:,} more (rejects.parquet)</p>" if more > 0 else ""
-        rows.append([kind, len(clusters[kept]) + 1,
+        rows.append([kind, c["dropped"] + 1,
                      Raw('<div class="grid">' + "".join(m.html for m in members) + "</div>" + tail)])
     body += table(["kind", "members", "kept copy first, then the dropped ones"], rows, numeric={1})
     return Section("dedup", "Duplicate clusters", lead, body)

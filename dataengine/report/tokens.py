@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 
 from dataengine.report.html import ACHIEVED, KEPT, MODALITY_COLORS, TARGET, Section, figure, num, table
 from dataengine.report.plots import hbar, histogram
-from dataengine.report.sections import ok_candidates
-from dataengine.shards.manifest import token_modality_counts
 
 
 def tokens_and_mixture(data) -> Section:
@@ -64,14 +61,13 @@ def _mixture(report: dict) -> str:
 
 def _source_modality(data) -> str:
     after = data.stats.get("tokens", {}).get("by_source_modality", {})
-    ok = ok_candidates(data)
-    before = {} if ok is None or ok.height == 0 else token_modality_counts(ok["tokens"], ok["source"], data.vocab)
+    before = data.digest["candidates"]["tokens_by_source_modality"]  # summed by the digest's part tasks
     keys = sorted({(s, m) for d in (before, after) for s, mods in d.items() for m in mods})
     if not keys:
         return "<p>No tokens were written.</p>"
     body = ("<h3>Tokens per source x modality</h3><p class=\"note\">Before: every tokenized candidate "
             "(<code>cache/candidates/</code>), ahead of filters, dedup and the mixture. After: the written "
-            "shards, train and val, repeats included. <i>special</i> counts markers and separators.</p>")
+            "shards, train and val, each row once. <i>special</i> counts markers and separators.</p>")
     rows = []
     for s, m in keys:
         b, a = before.get(s, {}).get(m, 0), after.get(s, {}).get(m, 0)
@@ -86,31 +82,40 @@ def _source_modality(data) -> str:
 
 
 def lengths(data) -> Section:
-    seq = data.seq
+    from dataengine.report.digest import length_counts
+
     lead = ("Tokens per written sequence (markers included), by item kind; dashed lines mark the median and "
             "the 95th percentile. Long tails decide the context length and packing.")
-    if seq.height == 0:
+    keys = data.digest["sequences"]["lengths"]
+    if not keys:
         return Section("lengths", "Sequence lengths", lead, "<p>No sequences were written.</p>")
-    n = seq["num_tokens"].cast(pl.Int64)
-    figs = [_length_hist(n.to_numpy(), "all sequences")]
-    for kind in sorted(set(seq["kind"].to_list())):
-        figs.append(_length_hist(seq.filter(pl.col("kind") == kind)["num_tokens"].cast(pl.Int64).to_numpy(),
-                                 f"kind {kind}", MODALITY_COLORS.get(kind)))
+    figs = [_length_hist(*length_counts(data.digest, "all"), "all sequences")]
+    for key in sorted(k for k in keys if k.startswith("kind:")):
+        kind = key.split(":", 1)[1]
+        figs.append(_length_hist(*length_counts(data.digest, key), f"kind {kind}", MODALITY_COLORS.get(kind)))
     body = '<div class="grid">' + "".join(figs) + "</div>"
     rows = []
-    for task in sorted(set(seq["task"].to_list())):
-        v = seq.filter(pl.col("task") == task)["num_tokens"].cast(pl.Int64).to_numpy()
-        rows.append([task, len(v), int(v.sum()), float(round(v.mean(), 1)), int(np.percentile(v, 50, method="nearest")),
-                     int(np.percentile(v, 95, method="nearest")), int(v.max())])
+    for key in sorted(k for k in keys if k.startswith("task:")):
+        v, c = length_counts(data.digest, key)
+        n, total = int(c.sum()), int((v * c).sum())
+        rows.append([key.split(":", 1)[1], n, total, float(round(total / n, 1)), _quantile(v, c, 50),
+                     _quantile(v, c, 95), int(v.max())])
     body += table(["task", "sequences", "tokens", "mean", "median", "p95", "max"], rows, numeric={1, 2, 3, 4, 5, 6})
     return Section("lengths", "Sequence lengths", lead, body)
 
 
-def _length_hist(v: np.ndarray, title: str, color: str | None = None) -> str:
-    p50 = float(np.percentile(v, 50, method="nearest"))
-    p95 = float(np.percentile(v, 95, method="nearest"))
-    svg = histogram(v.astype(np.float64), title=f"{title} ({len(v):,})", bins=30, width=300, height=170,
-                    xlabel="tokens per sequence", markers=[(p50, f"p50 {p50:,.0f}"), (p95, f"p95 {p95:,.0f}")])
+def _quantile(values: np.ndarray, counts: np.ndarray, q: float) -> int:
+    """`np.percentile(np.repeat(values, counts), q, method="nearest")` without repeating (values ascending)."""
+    n = int(counts.sum())
+    k = int(np.around(q / 100 * (n - 1)))
+    return int(values[np.searchsorted(np.cumsum(counts), k, side="right")])
+
+
+def _length_hist(v: np.ndarray, c: np.ndarray, title: str, color: str | None = None) -> str:
+    p50, p95 = float(_quantile(v, c, 50)), float(_quantile(v, c, 95))
+    svg = histogram(v.astype(np.float64), weights=c, title=f"{title} ({int(c.sum()):,})", bins=30, width=300,
+                    height=170, xlabel="tokens per sequence",
+                    markers=[(p50, f"p50 {p50:,.0f}"), (p95, f"p95 {p95:,.0f}")])
     if color:
         svg = svg.replace(f'fill="{KEPT}"', f'fill="{color}"')
     return svg

@@ -3,7 +3,9 @@ import argparse
 import base64
 import json
 import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -130,3 +132,44 @@ def test_a_folder_that_is_not_an_out_says_how_to_fix_it(tmp_path):
 
     with pytest.raises(RecipeError, match="dataengine run"):
         build_report(tmp_path)
+
+
+def test_the_report_reads_no_candidates_and_only_the_shards_it_shows(report, tmp_path, monkeypatch):
+    """Built from the digest: OUT without cache/ and webdataset tars gives the same page, byte for byte, and
+    the only shards read are those holding the rows the digest names."""
+    digest = json.loads((report["out"] / "report_digest.json").read_text())
+    seq = digest["sequences"]
+    named = {e["shard"] for es in seq["first"].values() for e in es} | {e["shard"] for e in seq["last"].values()}
+    out = tmp_path / report["out"].name
+    shutil.copytree(report["out"], out, ignore=lambda d, names: [n for n in names if n in ("cache", "wds")])
+    read = []
+    real = pl.read_parquet
+    monkeypatch.setattr(pl, "read_parquet", lambda source, *a, **k: read.append(Path(source)) or real(source, *a, **k))
+    assert build_report(out).read_bytes() == build_report(report["out"]).read_bytes()
+    mine = [p.relative_to(out).as_posix() for p in read if out in p.parents]
+    shards = [p for p in mine if p.startswith("parquet/")]
+    assert set(mine) - set(shards) <= {"report_sample.parquet"}  # no candidates, no rejects table
+    assert shards and set(shards) <= named and len(shards) <= 2 * len(named)  # the gallery, then the lineage
+
+
+def test_the_digest_counts_what_the_files_hold(report):
+    out = report["out"]
+    digest = json.loads((out / "report_digest.json").read_text())
+    cand = pl.read_parquet(out / "cache" / "candidates" / "*.parquet").filter(pl.col("status") == "ok")
+    assert digest["candidates"]["ok"] == cand.height
+    assert digest["candidates"]["ok_by_kind"] == dict(sorted(cand.group_by("kind").len().rows()))
+    sample = pl.read_parquet(out / "report_sample.parquet")
+    assert sorted(sample["id"]) == sorted(cand["id"])  # a small run: the sample is every item
+    seq = pl.read_parquet(out / "parquet" / "*.parquet")
+    for kind, entries in digest["sequences"]["first"].items():
+        assert [e["id"] for e in entries] == seq.filter(pl.col("kind") == kind)["id"].sort().head(8).to_list()
+        assert digest["sequences"]["last"][kind]["id"] == seq.filter(pl.col("kind") == kind)["id"].max()
+    for task, pairs in ((k.split(":", 1)[1], v) for k, v in digest["sequences"]["lengths"].items()
+                        if k.startswith("task:")):
+        lengths = seq.filter(pl.col("task") == task)["num_tokens"]
+        assert sum(c for _, c in pairs) == lengths.len() and sum(n * c for n, c in pairs) == lengths.sum()
+    rej = pl.read_parquet(out / "rejects.parquet")
+    assert sum(k["files"] for k in digest["rejects"]["keys"]) == rej.height
+    assert {f"{k['stage']}/{k['reason']}" for k in digest["rejects"]["keys"]} == set(report["stats"]["rejects"]["by_stage_reason"])
+    kept = rej.filter(pl.col("reason") == "exact_duplicate")["detail"].str.extract(r"kept id (\S+)", 1).to_list()
+    assert kept and {c["kept"] for c in digest["rejects"]["clusters"]} == set(kept)
