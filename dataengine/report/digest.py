@@ -67,23 +67,23 @@ def build_digest(out: Path, parts: list[str], shards: list[dict], items: int, lo
 
 def sequences_digest(out: str, shards: list[str]) -> dict:
     """Lengths (tokens -> sequences) by kind and by task, and per kind the FIRST_IDS smallest and the
-    largest id, with the shard and row that hold it."""
-    lengths: dict[str, Counter] = {}
-    first: dict[str, list] = {}
-    last: dict[str, dict] = {}
-    for shard in shards:
-        t = pl.read_parquet(Path(out) / shard, columns=["id", "kind", "task", "num_tokens"]).with_row_index("row")
-        for col in ("kind", "task"):
-            for key, n, c in t.group_by([col, "num_tokens"]).len().rows():
-                lengths.setdefault(f"{col}:{key}", Counter())[int(n)] += int(c)
-        for (kind,), part in t.group_by("kind"):
-            part = part.sort("id").select("id", "row")
-            entries = [{"id": i, "shard": shard, "row": int(r)} for i, r in part.head(FIRST_IDS).rows()]
-            first[kind] = sorted(first.get(kind, []) + entries, key=lambda e: e["id"])[:FIRST_IDS]
-            i, r = part.row(-1)
-            if kind not in last or i > last[kind]["id"]:
-                last[kind] = {"id": i, "shard": shard, "row": int(r)}
-    return {"lengths": {k: sorted(c.items()) for k, c in lengths.items()}, "first": first, "last": last}
+    largest id, with the shard and row that hold it: one digest per shard, merged."""
+    return merge_sequences([_shard_digest(out, shard) for shard in shards])
+
+
+def _shard_digest(out: str, shard: str) -> dict:
+    t = pl.read_parquet(Path(out) / shard, columns=["id", "kind", "task", "num_tokens"]).with_row_index("row")
+    lengths = {f"{col}:{key}": [] for col in ("kind", "task") for key in t[col].unique().to_list()}
+    for col in ("kind", "task"):
+        for key, n, c in t.group_by([col, "num_tokens"]).len().rows():
+            lengths[f"{col}:{key}"].append((int(n), int(c)))
+    first, last = {}, {}
+    for (kind,), part in t.group_by("kind"):
+        part = part.sort("id").select("id", "row")
+        first[kind] = [{"id": i, "shard": shard, "row": int(r)} for i, r in part.head(FIRST_IDS).rows()]
+        i, r = part.row(-1)
+        last[kind] = {"id": i, "shard": shard, "row": int(r)}
+    return {"lengths": lengths, "first": first, "last": last}
 
 
 def merge_sequences(parts: list[dict]) -> dict:
