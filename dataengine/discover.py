@@ -9,12 +9,16 @@ A `.tar` is a shard of raw samples (img2dataset / WebDataset style): its
 members are grouped by key (the member path up to the first dot of its base
 name) exactly as files in a folder are grouped by stem, and referenced as
 ``shard.tar#KEY.jpg``. Members that are links, devices, absolute paths or climb
-out with ``..`` are rejected, never followed (`decode.source.check_member`).
+out with ``..`` are rejected, never followed (`decode.source.check_member`). Tar
+headers are read by the bounded reader `decode.tarlist`, never by `tarfile`.
 
 Every file or member found ends up in a unit or in a discovery reject
 (unsupported extension, hidden file, symlink leaving the root or looping, a
 name that is not UTF-8, a sidecar with no media, a file over the size cap, an
-unsafe tar member); only shard metadata is neither (`Discovered.metadata`).
+unsafe tar member, a path past the system's limit); a folder that is not walked
+(hidden, or named like a tar member ``d.tar#x``) is one reject row that stands for
+everything in it. The walk is iterative (`fswalk.walk`), so any depth is listed; only
+shard metadata is neither unit nor reject (`Discovered.metadata`).
 Each unit carries the size and mtime discovery saw (`stamps`), so the decoder
 can refuse a file that changed in between.
 `dataengine run` runs discovery as Ray tasks, one per share of a source (`dataengine.listing`,
@@ -46,15 +50,13 @@ whole listing is known (`_flush`: same order, same rejects), so a manifest may t
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import stat
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dataengine import fswalk as FS
 from dataengine import manifest_input as MI
 from dataengine import storage
 from dataengine.decode import modality_of_ext
@@ -67,6 +69,7 @@ from dataengine.decode.source import (
     member_name,
     open_tar,
 )
+from dataengine.decode.tarlist import TarError
 from dataengine.errors import RejectError
 
 CAPTION_EXTS = frozenset({".txt", ".md"})
@@ -140,12 +143,17 @@ def discover(sources: list[tuple[str, Path | str]], *, max_file_bytes: int,
             out.rejects.append(_reject(name, ".", "missing_source", f"{root} is not a folder"))
             continue
         start = len(out.rejects)
+
+        def unlisted(path: str, exc: OSError, name=name, root=root) -> None:
+            rel = escape_name(Path(path).relative_to(root).as_posix())
+            out.rejects.append(_reject(name, rel, *FS.os_problem(exc, "folder")))
+
         if scope is None:
-            walk = os.walk(root, followlinks=False)
+            walk = FS.walk(str(root), unlisted)
         elif scope[0] == "tree":
-            walk = os.walk(root / scope[1], followlinks=False)
-        else:  # the root's own files (and links): its folders are other tasks' subtrees
-            walk = iter([(str(root), [], list(scope[1]))])
+            walk = FS.walk(str(root / scope[1]), unlisted)
+        else:  # the root's own files (and links), and its hidden folders: its other folders are other tasks'
+            walk = iter([(str(root), list(scope[3]) if len(scope) > 3 else [], list(scope[1]))])
         for dirpath, dirnames, filenames in walk:
             _list_folder(name, root, Path(dirpath), dirnames, filenames, max_file_bytes, out)
         _flush(name, root, start, max_file_bytes, out, None)
@@ -156,15 +164,16 @@ def _list_folder(name: str, root: Path, here: Path, dirnames: list[str], filenam
                  max_file_bytes: int, out: Discovered) -> None:
     """One folder of an os.walk: its files grouped by stem; `dirnames` pruned to the folders to descend."""
     dirnames.sort()
+    links = {d for d in dirnames if FS.islink(here / d)}
     folder = escape_name(here.relative_to(root).as_posix()) if here != root else ""
     shards = MI.shard_stems(folder, [escape_name(f) for f in filenames],
-                            [escape_name(d) for d in dirnames if not (here / d).is_symlink()])
+                            [escape_name(d) for d in dirnames if d not in links])
     groups: dict[str, list[tuple[str, str]]] = {}
     stamps: dict[str, list[int]] = {}
-    for fname in sorted(filenames + [d for d in dirnames if (here / d).is_symlink()]):
+    for fname in sorted(filenames + sorted(links)):
         rel = escape_name((here / fname).relative_to(root).as_posix())
         out.files.append((name, rel))
-        checked = _check_file(root, here / fname, rel, max_file_bytes)
+        checked = FS.check_file(root, here / fname, rel, max_file_bytes)
         if not isinstance(checked, os.stat_result):
             out.rejects.append(_reject(name, rel, *checked))
             continue
@@ -178,7 +187,11 @@ def _list_folder(name: str, root: Path, here: Path, dirnames: list[str], filenam
             continue
         stamps[rel] = stamp
         groups.setdefault(stem, []).append((ext.lower(), rel))
-    dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink()]
+    for d in dirnames:
+        problem = FS.folder_problem(d) if d not in links else None
+        if problem:
+            out.rejects.append(_reject(name, escape_name(f"{folder}/{d}" if folder else d), *problem))
+    dirnames[:] = [d for d in dirnames if d not in links and not FS.folder_problem(d)]
     for stem in sorted(groups):
         _defer(name, root, groups[stem], stamps, out)
 
@@ -209,11 +222,13 @@ def _discover_remote(name: str, root: str, max_file_bytes: int, out: Discovered,
             out.rejects.append(_reject(name, e.rel, "unsafe_path", f"{problem}; rename the object"))
             continue
         parts = e.rel.split("/")
-        if any(p.startswith(".") for p in parts[:-1]):
-            continue  # inside a hidden folder: not walked, as on disk
-        for i in range(len(parts) - 1):
+        stop = next((i for i, p in enumerate(parts[:-1]) if FS.folder_problem(p)), None)
+        for i in range(len(parts) - 1 if stop is None else stop + 1):
             tree.setdefault("/".join(parts[:i]), ([], set()))[1].add(parts[i])
-        tree.setdefault("/".join(parts[:-1]), ([], set()))[0].append((parts[-1], e))
+        if stop is None:  # inside a hidden (or reserved) folder: not walked, as on disk
+            tree.setdefault("/".join(parts[:-1]), ([], set()))[0].append((parts[-1], e))
+    if scope is not None and scope[0] == "files":
+        tree[""][1].update(scope[3] if len(scope) > 3 else ())
     stack = [""]
     while stack:
         here = stack.pop()
@@ -243,38 +258,14 @@ def _discover_remote(name: str, root: str, max_file_bytes: int, out: Discovered,
                 continue
             stamps[e.rel] = [e.size, e.mtime_ns]
             groups.setdefault(stem, []).append((ext.lower(), e.rel))
+        for d in sorted(subdirs):
+            problem = FS.folder_problem(d)
+            if problem:
+                out.rejects.append(_reject(name, f"{here}/{d}" if here else d, *problem))
         for stem in sorted(groups):
             _defer(name, root, groups[stem], stamps, out)
-        stack.extend(f"{here}/{d}" if here else d for d in sorted(subdirs, reverse=True))
+        stack.extend(f"{here}/{d}" if here else d for d in sorted(subdirs, reverse=True) if not FS.folder_problem(d))
     _flush(name, root, start, max_file_bytes, out, options)
-
-
-def _check_file(root: Path, path: Path, rel: str, max_file_bytes: int) -> os.stat_result | tuple[str, str]:
-    """The file's stat if it can be an input, else (reason, detail)."""
-    if rel != path.relative_to(root).as_posix():
-        return "bad_filename", "the file name is not valid UTF-8; rename it (e.g. convmv -t utf-8)"
-    if path.name.startswith("."):
-        return "hidden_file", "hidden files are skipped; rename it without the leading dot to include it"
-    if MEMBER_SEP in path.name and ".tar" + MEMBER_SEP in rel:
-        return "reserved_name", f"'.tar{MEMBER_SEP}' names a tar member; rename the file"
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            target = Path(os.path.realpath(path))
-            if not target.is_relative_to(root):
-                return "symlink_outside_root", f"points to {target}, outside the input root {root}"
-            st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symlink_loop", "the symlink points (through other links) back to itself"
-        if exc.errno == errno.ENOENT:
-            return "broken_symlink", f"the symlink points to {os.readlink(path)!r}, which does not exist"
-        return "unreadable", f"{type(exc).__name__}: {exc}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not_a_file", "not a regular file (device, socket or fifo)"
-    if st.st_size > max_file_bytes and path.suffix.lower() not in TAR_EXTS:  # a shard's cap is per member
-        return "file_too_large", f"{st.st_size} bytes > decode.max_file_bytes={max_file_bytes}"
-    return st
 
 
 def _list_tar(source: str, root: Path | str, rel: str, max_file_bytes: int, out: Discovered,
@@ -303,7 +294,7 @@ def _list_tar(source: str, root: Path | str, rel: str, max_file_bytes: int, out:
         return
     seen: dict[str, list[tuple[str, str] | list[int]]] = {}
     broken, past_end = "", False
-    errors = (tarfile.ReadError, OSError) if remote else tarfile.ReadError  # OSError: the network failed
+    errors = (TarError, OSError) if remote else TarError  # OSError: the network failed
     with tf:
         while True:
             try:
@@ -313,7 +304,6 @@ def _list_tar(source: str, root: Path | str, rel: str, max_file_bytes: int, out:
                 break
             if info is None:
                 break
-            tf.members.clear()  # a shard of a million members must not keep every header
             past_end |= info.offset_data + info.size > size
             if info.isdir():
                 continue

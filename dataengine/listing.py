@@ -34,6 +34,7 @@ from dataengine import manifest_input as MI
 from dataengine import storage
 from dataengine.decode.source import check_key
 from dataengine.discover import Unit, discover
+from dataengine.fswalk import folder_problem
 from dataengine.shards.schema import REJECT_SCHEMA
 from dataengine.spans import read_spans, write_table
 
@@ -123,11 +124,12 @@ def _shares(name: str, root: str, names: list[str], dirs: list[str], entries) ->
         by_key.setdefault(key.split(".", 1)[0], []).append(i)
     keys = sorted(by_key)
     tasks = []
-    for s in range(0, len(keys), ROOT_CHUNK):
+    skipped = [d for d in dirs if folder_problem(d)]  # hidden or reserved: one reject row each
+    for s in range(0, max(len(keys), 1 if skipped else 0), ROOT_CHUNK):
         idx = sorted(i for k in keys[s:s + ROOT_CHUNK] for i in by_key[k])
         tasks.append(ListTask(name, root, ("files", [names[i] for i in idx],
-                                           [entries[i] for i in idx] if remote else None)))
-    tasks += [ListTask(name, root, ("tree", d)) for d in dirs if not d.startswith(".")]  # hidden: not walked
+                                           [entries[i] for i in idx] if remote else None, skipped if s == 0 else [])))
+    tasks += [ListTask(name, root, ("tree", d)) for d in dirs if d not in skipped]
     return tasks
 
 

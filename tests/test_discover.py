@@ -116,3 +116,97 @@ def test_links_loops_and_undecodable_names_are_rejects_not_crashes(tmp_path):
     assert reasons == {"a.txt": "symlink_loop", "b.txt": "symlink_loop", "dangling.png": "broken_symlink",
                        "pipe.wav": "not_a_file", "caf\\xe9.txt": "bad_filename"}
     assert [u.media for u in found.units] == ["ok.txt"]
+
+
+def _mkdirs_fd(top, name: str, depth: int) -> int:
+    """`depth` nested folders `name` under `top`, made through folder fds (past PATH_MAX); the deepest's fd."""
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        nxt = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _rmdirs_fd(top, name: str, depth: int, leaf: str) -> None:
+    """Remove what `_mkdirs_fd` made, bottom up and one fd at a time (shutil.rmtree recurses per level)."""
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(depth):
+        nxt = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.unlink(leaf, dir_fd=fd)
+    for _ in range(depth):
+        parent = os.open("..", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        os.rmdir(name, dir_fd=parent)
+        fd = parent
+    os.close(fd)
+
+
+def test_any_depth_any_path_length_and_folders_that_are_not_walked(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    fd = _mkdirs_fd(root, "d", 1100)  # os.walk's recursion stops near 1000 levels
+    leaf = os.open("bottom.txt", os.O_CREAT | os.O_WRONLY, dir_fd=fd)
+    os.write(leaf, b"a document at the bottom of a deep tree\n")
+    os.close(leaf)
+    os.close(fd)
+    fd = _mkdirs_fd(root, "n" * 250, 18)  # about 4,500 bytes: longer than the system's path limit
+    leaf = os.open("far.txt", os.O_CREAT | os.O_WRONLY, dir_fd=fd)
+    os.write(leaf, b"out of reach\n")
+    os.close(leaf)
+    os.close(fd)
+    (root / "d.tar").write_bytes(b"\0" * 1024)
+    (root / "d.tar#x").mkdir()  # would read as a member of d.tar
+    (root / "d.tar#x" / "a.txt").write_text("looks like a tar member\n")
+    (root / "sub" / ".git").mkdir(parents=True)
+    (root / "sub" / ".git" / "HEAD.txt").write_text("ref: refs/heads/main\n")
+    (root / "sub" / "keep.txt").write_text("kept\n")
+    try:
+        found = discover([("s", root)], max_file_bytes=1 << 20)
+    finally:
+        _rmdirs_fd(root, "d", 1100, "bottom.txt")  # pytest's clean-up of tmp_path would recurse past the limit
+    reasons = {r["path"]: r["reason"] for r in found.rejects}
+    medias = {u.media for u in found.units}
+    assert "d/" * 1100 + "bottom.txt" in medias
+    assert "sub/keep.txt" in medias and len(medias) == 2, medias
+    assert reasons.pop("d.tar#x") == "reserved_name" and reasons.pop("sub/.git") == "hidden_folder"
+    assert reasons.pop("d.tar") == "empty_file"  # end-of-archive zeros only
+    assert list(reasons.values()) == ["path_too_long"], reasons  # the first folder past the limit: one row
+    assert len(next(iter(reasons))) > 4000
+
+
+def _bad_tar(size_field: bytes, flag: bytes = b"0", payload: bytes = b"") -> bytes:
+    block = bytearray(512)
+    block[0:5] = b"a.txt"
+    block[100:108] = b"0000644\0"
+    block[124:136] = size_field
+    block[156:157] = flag
+    block[257:263] = b"ustar\0"
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block) + payload + b"\0" * (-len(payload) % 512)
+
+
+def test_tar_headers_are_bounded_in_discovery(tmp_path):
+    import io
+    import tarfile
+
+    root = tmp_path / "in"
+    root.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo("ok.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"ok\n"))
+    good = buf.getvalue()[:1024]  # one member, without the end-of-archive blocks
+    record = b"9" * 250_000 + b" size=1\n"
+    (root / "pax_digits.tar").write_bytes(good + _bad_tar(b"%011o\0" % len(record), b"x", record))
+    (root / "negative.tar").write_bytes(good + _bad_tar(b"\xff" * 12) + b"\0" * 1024)
+    found = discover([("s", root)], max_file_bytes=1 << 20)
+    reasons = {r["path"]: (r["reason"], r["detail"]) for r in found.rejects}
+    assert reasons["pax_digits.tar"][0] == "corrupt_archive" and "at most 20 digits" in reasons["pax_digits.tar"][1]
+    assert reasons["negative.tar"][0] == "corrupt_archive" and "negative" in reasons["negative.tar"][1]
+    assert {u.media for u in found.units} == {"pax_digits.tar#ok.txt", "negative.tar#ok.txt"}

@@ -220,7 +220,7 @@ def test_unsafe_keys_are_rejected(s3):
     found = discover([("u", root)], max_file_bytes=100)
     reasons = {r["path"]: r["reason"] for r in found.rejects}
     assert reasons == {"x/../y.txt": "unsafe_path", "a//b.txt": "unsafe_path", "back\\slash.txt": "unsafe_path",
-                       "./dot.txt": "unsafe_path", ".h.txt": "hidden_file"}
+                       "./dot.txt": "unsafe_path", ".h.txt": "hidden_file", ".hidden": "hidden_folder"}
     assert [u.media for u in found.units] == ["ok.txt"]
     for rel in ("../secret.txt", "x/../y.txt", "/secret.txt", "a//b.txt", "back\\slash.txt"):
         assert _reason(root, rel, 100) == "unsafe_path", rel

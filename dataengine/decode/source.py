@@ -24,10 +24,10 @@ import errno
 import json
 import os
 import stat
-import tarfile
 from pathlib import Path, PurePosixPath
 
 from dataengine import storage
+from dataengine.decode.tarlist import Member, TarError, TarReader
 from dataengine.errors import RejectError
 
 TAR_EXTS = frozenset({".tar"})
@@ -47,7 +47,7 @@ def escape_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def check_member(info: tarfile.TarInfo, archive_size: int, max_bytes: int) -> tuple[str, str] | None:
+def check_member(info: Member, archive_size: int, max_bytes: int) -> tuple[str, str] | None:
     """Why a tar member cannot be an input ((reason, detail)), or None if it can.
 
     Refuses what would escape an extraction folder or is not plain data:
@@ -72,7 +72,7 @@ def check_member(info: tarfile.TarInfo, archive_size: int, max_bytes: int) -> tu
     return None
 
 
-def member_name(info: tarfile.TarInfo) -> str:
+def member_name(info: Member) -> str:
     """The member's name as inputs refer to it: without leading "./"."""
     name = info.name
     while name.startswith("./"):
@@ -90,34 +90,38 @@ def check_key(rel: str) -> str | None:
     return None
 
 
-def open_tar(path) -> tarfile.TarFile:
-    """Open an uncompressed tar (a path, or a seekable binary file object) for listing;
-    `RejectError` (truncated / corrupt_archive / compressed_archive / empty_file)."""
+def open_tar(path) -> TarReader:
+    """Open an uncompressed tar (a path, or a seekable binary file object) for listing with the
+    bounded header reader (`decode.tarlist`); `RejectError` (truncated / corrupt_archive /
+    compressed_archive / empty_file)."""
     try:
         if isinstance(path, (str, os.PathLike)):
-            with open(path, "rb") as f:
-                magic = f.read(6)
+            f, owns = open(path, "rb"), True
         else:
-            magic = path.read(6)
-            path.seek(0)
+            f, owns = path, False
+        magic = f.read(6)
+        f.seek(0)
     except OSError as exc:
         raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
     if magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
+        if owns:
+            f.close()
         raise RejectError("compressed_archive", "a compressed tar (gzip, bzip2, xz or zstd); shards are read "
                                                 "uncompressed, so a compression bomb cannot inflate: decompress it")
     try:
-        if not isinstance(path, (str, os.PathLike)):
-            return tarfile.open(fileobj=path, mode="r:")
-        return tarfile.open(path, mode="r:")
-    except tarfile.ReadError as exc:
-        msg = str(exc)
-        if "empty file" in msg:
+        return TarReader(f, owns=owns)
+    except TarError as exc:
+        if owns:
+            f.close()
+        if exc.empty:
             raise RejectError("empty_file", "the tar file has no data") from None
-        if "truncated" in msg or "unexpected end" in msg:
-            raise RejectError("truncated", f"the tar archive ends inside a header: {msg}") from None
-        raise RejectError("corrupt_archive", f"not an uncompressed tar archive ({msg}); "
+        if exc.truncated:
+            raise RejectError("truncated", f"the tar archive ends inside a header: {exc}") from None
+        raise RejectError("corrupt_archive", f"not an uncompressed tar archive ({exc}); "
                                              "a .tar shard must be a plain (not gzip) tar") from None
     except OSError as exc:
+        if owns:
+            f.close()
         raise RejectError("unreadable", f"{type(exc).__name__}: {exc}") from None
 
 
@@ -179,17 +183,16 @@ def _find_member(fd: int, archive: str, member: str, max_bytes: int) -> tuple[in
 def _find_member_in(f, size: int, archive: str, member: str, max_bytes: int) -> tuple[int, int]:
     """(data offset, size) of `member` in the open tar `f` of `size` bytes."""
     try:
-        tf = tarfile.open(fileobj=f, mode="r:")
-    except tarfile.ReadError as exc:
+        tf = TarReader(f)
+        found = []
+        for info in iter(tf.next, None):
+            if member_name(info) == member:
+                problem = check_member(info, size, max_bytes)
+                if problem:
+                    raise RejectError(*problem)
+                found.append((info.offset_data, info.size))
+    except TarError as exc:
         raise RejectError("corrupt_archive", f"{archive}: {exc}") from None
-    found = []
-    for info in iter(tf.next, None):
-        tf.members.clear()  # listing a huge shard must not keep every header
-        if member_name(info) == member:
-            problem = check_member(info, size, max_bytes)
-            if problem:
-                raise RejectError(*problem)
-            found.append((info.offset_data, info.size))
     if len(found) != 1:
         raise RejectError("vanished" if not found else "duplicate_member",
                           f"{archive} holds {len(found)} members named {member!r}")
