@@ -1,7 +1,8 @@
 """Audio decoding: bytes -> mono float32 [N] in [-1, 1] at a target sample rate.
 
-PyAV (bundled FFmpeg) decodes from memory; soundfile is the fallback for data
-FFmpeg does not recognise. Decoding stops once `max_seconds` are in hand, so
+PyAV (bundled FFmpeg) decodes from memory, with only the audio demuxers and no
+protocols (`decode.containers`); soundfile is the fallback for audio data FFmpeg
+does not read (libsndfile follows no references either). Decoding stops once `max_seconds` are in hand, so
 memory stays bounded whatever the file's length. Resampling uses torchaudio's
 sinc resampler (`transforms.Resample`, the kernel of `functional.resample`
 cached per rate pair); torchaudio's load/save do not work here.
@@ -18,66 +19,20 @@ import math
 import av
 import numpy as np
 
+from dataengine.decode.containers import (
+    AUDIO_FORMATS,
+    AV_ERRORS,
+    Refused,
+    container_truncated,
+    open_container,
+)
 from dataengine.errors import RejectError
 
 AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac"})
 
-AV_ERRORS = (av.FFmpegError, OSError, ValueError, RuntimeError, EOFError, IndexError, UnicodeDecodeError)
 MIN_RATE, MAX_RATE = 1_000, 384_000  # source sample rates outside this are damaged headers
 MAX_DECLARED_SECONDS = 7 * 86_400  # a header claiming more than a week of media is damaged or hostile
 _MAX_RATIO_TERM = 1_000  # largest rate / gcd(source, target) handed to torchaudio
-_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
-_EBML_SEGMENT = b"\x18\x53\x80\x67"
-
-
-def _ebml_vint(data: bytes, pos: int) -> tuple[int | None, int]:
-    """Read an EBML variable-size integer at `pos`: (value or None if 'unknown', next pos)."""
-    if pos >= len(data) or data[pos] == 0:
-        raise ValueError("bad EBML size")
-    length = 9 - data[pos].bit_length()
-    if pos + length > len(data):
-        raise ValueError("EBML size runs past the end")
-    value = data[pos] & (0xFF >> length)
-    for b in data[pos + 1:pos + length]:
-        value = (value << 8) | b
-    unknown = value == (1 << (7 * length)) - 1
-    return (None if unknown else value), pos + length
-
-
-def container_truncated(data: bytes) -> str | None:
-    """Say why the data is a cut-off RIFF (WAV/AVI), ISO-BMFF (MP4/MOV/M4A) or EBML
-    (MKV/WebM) file, from the sizes its own headers declare; None if it looks whole.
-
-    Decoders happily return the first half of a cut file, so this is checked first.
-    """
-    n = len(data)
-    if data[:4] == b"RIFF" and n >= 8:
-        size = int.from_bytes(data[4:8], "little")
-        if size not in (0, 0xFFFFFFFF) and size + 8 > n:
-            return f"the RIFF header declares {size + 8} bytes but the file has {n}"
-    elif data[4:8] == b"ftyp":
-        pos = 0
-        while pos + 8 <= n:
-            size, head = int.from_bytes(data[pos:pos + 4], "big"), 8
-            if size == 1 and pos + 16 <= n:
-                size, head = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
-            if size == 0 or size < head:  # 0: the box runs to the end of the file
-                return None
-            if pos + size > n:
-                box = data[pos + 4:pos + 8].decode("latin-1")
-                return f"box {box!r} at offset {pos} declares {size} bytes but {n - pos} remain"
-            pos += size
-    elif data[:4] == _EBML_MAGIC:
-        try:
-            header_size, pos = _ebml_vint(data, 4)
-            pos += header_size or 0
-            if data[pos:pos + 4] == _EBML_SEGMENT:
-                seg_size, body = _ebml_vint(data, pos + 4)
-                if seg_size is not None and body + seg_size > n:
-                    return f"the Matroska segment declares {body + seg_size} bytes but the file has {n}"
-        except ValueError:
-            return "the Matroska header is cut off"
-    return None
 
 
 def _planar_float(frame: av.AudioFrame) -> np.ndarray:
@@ -216,22 +171,12 @@ def _finish(x: np.ndarray, info: dict, sample_rate: int, max_seconds: float) -> 
     return np.clip(x, -1.0, 1.0).astype(np.float32, copy=False), info
 
 
-def open_container(data: bytes) -> av.container.InputContainer:
-    """Open media bytes with PyAV (header only) or raise ``truncated`` / ``corrupt``."""
-    try:
-        return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except av.error.EOFError:
-        raise RejectError("truncated", "the data ends before the container header is complete") from None
-    except AV_ERRORS as exc:
-        raise RejectError("corrupt", f"not a readable media container: {exc}") from None
-
-
-def decode_audio_track(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, dict] | None:
-    """Decode the audio track of a media container (e.g. a video): None if it has none.
-
-    Same output and reject reasons as `decode_audio`.
+def decode_audio_track(data: bytes, *, sample_rate: int, max_seconds: float,
+                       formats: tuple[str, ...]) -> tuple[np.ndarray, dict] | None:
+    """Decode the audio track of a media container (e.g. a video, whose demuxers are `formats`):
+    None if it has none. Same output and reject reasons as `decode_audio`.
     """
-    with open_container(data) as container:
+    with open_container(data, formats) as container:
         decoded = _decode_pyav(container, len(data), max_seconds)
     return None if decoded is None else _finish(*decoded, sample_rate, max_seconds)
 
@@ -243,7 +188,8 @@ def decode_audio(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[
     "channels", "codec"}``; `duration_s` is the source's declared duration when
     decoding stopped at `max_seconds` (``truncated=True``), else the decoded one.
 
-    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``no_audio_stream``, ``absurd_duration``,
+    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``unsupported_container`` (a playlist, an SDP
+    file, a URL or a video container: `decode.containers`), ``no_audio_stream``, ``absurd_duration``,
     ``unsupported_codec``, ``empty_audio``, ``bad_sample_rate``, ``non_finite_values``.
     """
     if not data:
@@ -254,11 +200,17 @@ def decode_audio(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[
     if cut:
         raise RejectError("truncated", cut)
     try:
-        container = open_container(data)
-    except RejectError as exc:
-        if exc.reason == "truncated":
-            raise
-        decoded = _decode_soundfile(data, max_seconds)
+        container = open_container(data, AUDIO_FORMATS)
+    except Refused as exc:
+        kind, label = exc.found or (None, "")
+        if kind == "image":
+            raise RejectError("no_audio_stream", f"the file is {label}: a picture (one video stream), "
+                                                 "no audio stream") from None
+        if kind == "video":
+            raise RejectError("unsupported_container", f"the file is {label}, not one of the audio formats "
+                                                       f"({', '.join(AUDIO_FORMATS)}); name it .mp4/.mkv/.avi "
+                                                       "to decode it as a video") from None
+        decoded = _decode_soundfile(data, max_seconds)  # libsndfile reads only the bytes given, too
         if decoded is None:
             raise
         return _finish(*decoded, sample_rate, max_seconds)

@@ -1,7 +1,8 @@
 """Video decoding: bytes -> frames sampled at a fixed rate, plus the audio track.
 
-PyAV reads the container header first (streams, frame size, duration) so the
-pixel cap is enforced before any frame is decoded. Frames are decoded with PyAV
+PyAV reads only the bytes given, with only the video demuxers (MP4/MOV, Matroska/WebM, GIF,
+AVI) and no protocols (`decode.containers`). It reads the container header first
+(streams, frame size, duration) so the pixel cap is enforced before any frame is decoded. Frames are decoded with PyAV
 (sequentially, converting only the sampled frames); the audio track too
 (decord's AudioReader leaks memory). Frames are not resized here.
 
@@ -26,13 +27,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from dataengine.decode.audio import (
-    AV_ERRORS,
-    check_declared_duration,
-    container_truncated,
-    decode_audio_track,
-    open_container,
-)
+from dataengine.decode.audio import check_declared_duration, decode_audio_track
+from dataengine.decode.containers import VIDEO_FORMATS, AV_ERRORS, Refused, container_truncated, open_container
 from dataengine.errors import RejectError
 
 VIDEO_EXTS = frozenset({".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v"})
@@ -74,7 +70,7 @@ def _check_packets(data: bytes) -> None:
     A guard before decord, which crashes on some damaged sample tables; it
     does not catch every such file (damaged frames pass it).
     """
-    with open_container(data) as container:
+    with open_container(data, VIDEO_FORMATS) as container:
         stream = _video_stream(container)
         declared, count = int(stream.frames or 0), 0
         try:
@@ -88,9 +84,16 @@ def _check_packets(data: bytes) -> None:
 
 def _probe(data: bytes) -> _Probe:
     """Read the container header with PyAV; reject files with no real video stream."""
-    with open_container(data) as container:
-        if container.format.name.endswith("_pipe") or container.format.name == "image2":
-            raise RejectError("not_a_video", f"this is a still image ({container.format.name}), not a video")
+    try:
+        container = open_container(data, VIDEO_FORMATS)
+    except Refused as exc:
+        kind, label = exc.found or (None, "")
+        if kind == "image":
+            raise RejectError("not_a_video", f"the file is {label}, a still picture, not a video") from None
+        if kind == "audio":
+            raise RejectError("no_video_stream", f"the file is {label}: no video stream") from None
+        raise
+    with container:
         stream = _video_stream(container)
         if stream is None:
             kinds = sorted({s.type for s in container.streams})
@@ -166,7 +169,7 @@ def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, m
     picked: list[np.ndarray] = []
     size: tuple[int, int] | None = None  # (width, height) of the output frames
     prev, prev_rgb, start, t, stopped, shown_s = None, None, None, 0.0, False, frame_s
-    with open_container(data) as container:
+    with open_container(data, VIDEO_FORMATS) as container:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         try:
@@ -215,7 +218,8 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
     `backend` picks the frame decoder: "pyav" (default, safe on damaged data)
     or "decord" (random access; falls back to PyAV when it cannot read the data).
 
-    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``not_a_video``,
+    Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``unsupported_container`` (a playlist, an
+    SDP file or a URL: `decode.containers`), ``not_a_video``,
     ``no_video_stream``, ``unsupported_codec``, ``too_many_pixels``, ``absurd_duration``, ``no_frames``, and the audio
     track's (``truncated``, ``corrupt``, ``unsupported_codec``, ``non_finite_values``; detail starts
     with "audio track:"). An audio stream with no samples gives ``audio=None``.
@@ -245,7 +249,7 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
     if frames.shape[1] * frames.shape[2] > max_pixels:
         raise RejectError("too_many_pixels", f"decoded frames are {frames.shape[2]}x{frames.shape[1]}")
     try:
-        track = decode_audio_track(data, sample_rate=sample_rate, max_seconds=sampled.span)
+        track = decode_audio_track(data, sample_rate=sample_rate, max_seconds=sampled.span, formats=VIDEO_FORMATS)
     except RejectError as exc:
         if exc.reason != "empty_audio":
             raise RejectError(exc.reason, f"audio track: {exc.detail}") from None

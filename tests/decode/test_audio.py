@@ -10,6 +10,7 @@ import soundfile as sf
 
 from dataengine.decode import audio as audio_mod
 from dataengine.decode.audio import AUDIO_EXTS, decode_audio, decode_audio_track
+from dataengine.decode.containers import VIDEO_FORMATS, Refused
 from dataengine.errors import RejectError
 
 SR = 16000
@@ -63,8 +64,8 @@ def test_max_seconds_bounds_decoding(media):
 
 
 def test_soundfile_fallback_when_pyav_cannot_open(media, monkeypatch):
-    def refuse(data):
-        raise RejectError("corrupt", "pretend FFmpeg does not know this format")
+    def refuse(data, formats):
+        raise Refused(None, "pretend FFmpeg does not know this format")
 
     monkeypatch.setattr(audio_mod, "open_container", refuse)
     x, info = decode_audio(media.encode_audio("wav", "pcm_s16le", rate=SR, seconds=0.5), sample_rate=SR, max_seconds=5)
@@ -100,10 +101,10 @@ def test_non_finite_and_empty_streams():
 
 def test_audio_track_of_a_container(media):
     with_audio = media.encode_video("mp4", "libx264", "aac", frames=10)
-    x, info = decode_audio_track(with_audio, sample_rate=SR, max_seconds=10)
+    x, info = decode_audio_track(with_audio, sample_rate=SR, max_seconds=10, formats=VIDEO_FORMATS)
     assert abs(len(x) - SR) < 0.1 * SR and abs(media.dominant_hz(x, SR) - media.TONE_HZ) < 5
     silent = media.encode_video("mp4", "libx264", None, frames=10)
-    assert decode_audio_track(silent, sample_rate=SR, max_seconds=10) is None
+    assert decode_audio_track(silent, sample_rate=SR, max_seconds=10, formats=VIDEO_FORMATS) is None
     assert _reason(silent).reason == "no_audio_stream"
 
 

@@ -35,6 +35,8 @@ from corpus_factory import _bomb_png  # noqa: E402 - a PNG header claiming 10000
 
 from dataengine import mediaio  # noqa: E402
 
+from hostile.kinds_v2 import add_v2  # noqa: E402
+
 MAX_FILE_BYTES = 4 * 2**20
 HOSTILE_DECODE = {
     "max_file_bytes": MAX_FILE_BYTES,
@@ -379,8 +381,9 @@ def _tars(h: Hostile) -> None:
         h.put("wds/gzipped.tar", (Path(tmp) / "g.tar.gz").read_bytes(), "compressed_archive")
 
 
-def make_hostile(root: Path, outside: Path | None = None) -> Hostile:
-    """Write the hostile corpus under `root` (and a secret under `outside`, a folder beside it)."""
+def make_hostile(root: Path, outside: Path | None = None, port: int = 9) -> Hostile:
+    """Write the hostile corpus under `root` (and secrets under `outside`, a folder beside it);
+    network references point to 127.0.0.1:`port` (9, discard, unless a test listens)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     h = Hostile(root)
@@ -389,9 +392,11 @@ def make_hostile(root: Path, outside: Path | None = None) -> Hostile:
     _video_kinds(h)
     _sensors(h)
     _texts(h)
-    _discovery(h, Path(outside) if outside else root.parent / (root.name + "-outside"))
+    outside = Path(outside) if outside else root.parent / (root.name + "-outside")
+    _discovery(h, outside)
     _changing(h)
     _tars(h)
+    add_v2(h, outside, port)
     h.expected = dict(sorted(h.expected.items()))
     return h
 

@@ -3,6 +3,9 @@ the run completes, the good files beside it are unaffected, and memory stays bou
 from __future__ import annotations
 
 import inspect
+import os
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 from corpus_factory import make_mixed_corpus, tiny_recipe
 
 import dataengine.pipeline.decode_stage as decode_stage
+from dataengine.decode.source import escape_name
 import dataengine.pipeline.run as run_mod
 from dataengine.pipeline.run import run_pipeline
 from dataengine.proctree import TreeRss
@@ -29,7 +33,8 @@ def hostile_run(tmp_path_factory, ray_local, monkeypatch_module):
     base = tmp_path_factory.mktemp("hostile")
     good, bad = base / "good", base / "hostile"
     make_mixed_corpus(good, broken=False)
-    h = make_hostile(bad)
+    listener = _Listener()  # every network reference in the corpus points here
+    h = make_hostile(bad, port=listener.port)
     curate = {"filters": {}, "mixture": {"policy": "none"}, "dedup": {"exact": False, "near": False}}
     path = tiny_recipe(base, decode=HOSTILE_DECODE, curate=curate)
     baseline_recipe = load_recipe(path, inputs=[str(good)])
@@ -56,8 +61,32 @@ def hostile_run(tmp_path_factory, ray_local, monkeypatch_module):
           f"{rss_hostile.peak_total / 2**20:.0f} MiB with the hostile files; largest process "
           f"{rss_base.peak_one / 2**20:.0f} / {rss_hostile.peak_one / 2**20:.0f} MiB; "
           f"runs {t1 - t0:.1f} s / {t2 - t1:.1f} s")
+    listener.close()
     return {"h": h, "out": base / "out", "base_out": base / "out_base", "manifest": manifest,
-            "rss": (rss_base, rss_hostile)}
+            "rss": (rss_base, rss_hostile), "connections": listener.connections}
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 that counts the connections it is offered."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(addr)
+            conn.close()
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +159,34 @@ def test_memory_stays_bounded(hostile_run):
     # none may be allocated; the corpus is a few MB, so the peak stays near the run without it
     assert hostile.peak_total < 1.3 * base.peak_total + 300 * 2**20, (base.peak_total, hostile.peak_total)
     assert hostile.peak_one < base.peak_one + 300 * 2**20, (base.peak_one, hostile.peak_one)
+
+
+def test_no_reference_is_followed_and_no_socket_opened(hostile_run):
+    """Playlists, SDP files and URLs named as media: rejected before FFmpeg opens anything they name."""
+    h = hostile_run["h"]
+    refs = sorted(p for p in h.expected if p.startswith("ref/"))
+    assert len(refs) >= 8
+    _check(hostile_run, refs)
+    assert hostile_run["connections"] == []  # the HLS, DASH, RTSP and PLS references point to the listener
+    hostile_paths = {p for p in _used(hostile_run["out"]) if p in h.expected or p.startswith("ref/")}
+    assert all(h.expected[p] == "ok" for p in hostile_paths), hostile_paths  # no playlist became a sample
+
+
+def test_every_input_is_accounted_for(hostile_run):
+    """Each file under the hostile root is a sample, a reject, or inside a folder rejected as a whole."""
+    h, rejects = hostile_run["h"], _rejects(hostile_run["out"])
+    placed = set(rejects["path"]) | _used(hostile_run["out"])
+    folders = set(rejects.filter(pl.col("reason").is_in(["hidden_folder", "reserved_name", "path_too_long",
+                                                         "symlink_outside_root"]))["path"])
+    lost = []
+    for here, dirs, files in os.walk(h.root):
+        for name in dirs + files:
+            rel = escape_name(os.path.relpath(os.path.join(here, name), h.root))
+            if os.path.isdir(os.path.join(here, name)) and not os.path.islink(os.path.join(here, name)):
+                continue
+            inside = any(rel.startswith(f + "/") for f in folders)
+            member = any(p.startswith(rel + "#") for p in placed)  # tar members, .jsonl records
+            if not (rel in placed or inside or member):
+                lost.append(rel)
+    assert not lost, lost
+    assert "dsc2/.cache" in folders and "dsc2/d.tar#x" in folders
