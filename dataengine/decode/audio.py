@@ -133,6 +133,34 @@ def _decode_pyav(container: av.container.InputContainer, n_bytes: int,
     return x, info
 
 
+def check_wav_header(data: bytes) -> None:
+    """Reject a RIFF/WAVE header whose fields contradict themselves (``bad_header``): 0 channels,
+    a zero block size, or a data chunk larger than the RIFF that holds it. The sizes 0 and
+    0xFFFFFFFF are the streaming convention for "length unknown" and are accepted."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    riff = int.from_bytes(data[4:8], "little")
+    end = riff + 8 if riff not in (0, 0xFFFFFFFF) else len(data)
+    pos = 12
+    for _ in range(1000):  # chunks before "data"; more is not a WAV header
+        if pos + 8 > len(data):
+            return
+        kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if kind == b"fmt " and size >= 16 and pos + 24 <= len(data):
+            channels = int.from_bytes(data[pos + 10:pos + 12], "little")
+            block = int.from_bytes(data[pos + 20:pos + 22], "little")
+            if channels == 0 or block == 0:
+                raise RejectError("bad_header", f"the WAV header declares {channels} channels and "
+                                                f"{block}-byte sample frames")
+        if kind == b"data":
+            if size not in (0, 0xFFFFFFFF) and pos + 8 + size > end:
+                raise RejectError("bad_header", f"the WAV data chunk declares {size} bytes but the RIFF "
+                                                f"holds {end - pos - 8} after it")
+            return
+        pos += 8 + size + (size & 1)
+    raise RejectError("bad_header", "more than 1000 chunks before the WAV data")
+
+
 def check_declared_duration(seconds: float | None) -> None:
     """Reject ``absurd_duration`` when a header claims more than MAX_DECLARED_SECONDS."""
     if seconds is not None and seconds > MAX_DECLARED_SECONDS:
@@ -189,7 +217,8 @@ def decode_audio(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[
     decoding stopped at `max_seconds` (``truncated=True``), else the decoded one.
 
     Reject reasons: ``empty_file``, ``truncated``, ``corrupt``, ``unsupported_container`` (a playlist, an SDP
-    file, a URL or a video container: `decode.containers`), ``no_audio_stream``, ``absurd_duration``,
+    file, a URL or a video container: `decode.containers`), ``bad_header`` (`check_wav_header`),
+    ``no_audio_stream``, ``absurd_duration``,
     ``unsupported_codec``, ``empty_audio``, ``bad_sample_rate``, ``non_finite_values``.
     """
     if not data:
@@ -199,6 +228,7 @@ def decode_audio(data: bytes, *, sample_rate: int, max_seconds: float) -> tuple[
     cut = container_truncated(data)
     if cut:
         raise RejectError("truncated", cut)
+    check_wav_header(data)
     try:
         container = open_container(data, AUDIO_FORMATS)
     except Refused as exc:

@@ -28,6 +28,10 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif"
 # opens cameras' multi-picture JPEGs). Others are never tried (EPS would run Ghostscript).
 PILLOW_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
+# Scans a progressive JPEG may hold. Encoders write about 10 (mozjpeg at most ~20); each scan
+# re-walks every block, so 20,000 empty scans in 200 KB cost a minute of CPU.
+MAX_JPEG_SCANS = 256
+
 # Leading bytes of the formats we accept: tells "truncated PNG" from "not an image".
 _MAGIC = (
     b"\x89PNG\r\n\x1a\n",
@@ -47,7 +51,8 @@ def _looks_like_image(data: bytes) -> bool:
 def _failure(exc: BaseException, data: bytes, what: str) -> RejectError:
     """Name a Pillow failure: ``truncated`` when the data ends early, else ``corrupt``."""
     msg = str(exc) or type(exc).__name__
-    if "decompressed data too large" in msg.lower():  # a zTXt/iTXt/iCCP chunk that inflates to megabytes
+    if any(k in msg.lower() for k in ("decompressed data too large", "too much memory used in text chunks")):
+        # a zTXt/iTXt/iCCP chunk that inflates to megabytes, or many that add up past 64 MB
         return RejectError("decompression_bomb", f"a compressed chunk inflates past Pillow's limit: {msg}")
     riff_short = data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") + 8 > len(data)
     if isinstance(exc, EOFError) or "truncat" in msg.lower() or riff_short:
@@ -128,7 +133,10 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     if mode.startswith("I;16"):
         return (arr.astype(np.float64) / 257.0).round().astype(np.uint8)
     kind = arr.dtype.kind
-    arr = np.nan_to_num(arr.astype(np.float64))
+    arr = arr.astype(np.float64)
+    if kind == "f" and not np.isfinite(arr).all():  # a raster's no-data cells: no honest grey level exists
+        raise RejectError("non_finite_pixels", f"{int((~np.isfinite(arr)).sum())} of {arr.size} pixels "
+                                               "are NaN or infinite")
     lo, hi = float(arr.min()), float(arr.max())
     if kind == "f" and lo >= 0.0 and hi <= 1.0:  # float images in [0, 1]
         arr = arr * 255.0
@@ -163,12 +171,19 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
     """Decode image bytes to a uint8 RGB array [H, W, 3].
 
     Reject reasons: ``empty_file``, ``not_an_image``, ``too_many_pixels``,
-    ``decompression_bomb`` (a metadata chunk that inflates past Pillow's limit), ``truncated``, ``corrupt``, ``unsupported_image`` (a valid file in a variant
-    Pillow cannot decode, e.g. planar-separate RGB TIFF).
+    ``decompression_bomb`` (metadata chunks that inflate past Pillow's limits), ``too_many_scans``
+    (a progressive JPEG over MAX_JPEG_SCANS), ``non_finite_pixels`` (NaN/inf in a float image),
+    ``truncated``, ``corrupt``, ``unsupported_image`` (a valid file in a variant Pillow cannot
+    decode, e.g. planar-separate RGB TIFF).
     """
     if not data:
         raise RejectError("empty_file", "the image file is empty")
     img = _open(data, max_pixels)
+    scans = data.count(b"\xff\xda")  # SOS markers (never in entropy-coded data: 0xFF is stuffed there)
+    if img.format in ("JPEG", "MPO") and scans > MAX_JPEG_SCANS:
+        img.close()
+        raise RejectError("too_many_scans", f"{scans} JPEG scans (limit {MAX_JPEG_SCANS}): "
+                                            "each costs a pass over the whole picture")
     try:
         img = _load(img, data)
         try:

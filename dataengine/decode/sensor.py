@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataengine.decode.text import loads_json
+from dataengine.decode.text import check_combining_marks, loads_json
 from dataengine.errors import RejectError
 
 SENSOR_EXTS = frozenset({".csv", ".parquet", ".npy"})
@@ -22,6 +22,9 @@ SENSOR_EXTS = frozenset({".csv", ".parquet", ".npy"})
 TIME_COLUMNS = ("t", "time", "timestamp")
 MAX_SIDECAR_BYTES = 1_000_000
 MAX_CHANNELS = 1024  # more columns than this is not a sensor recording (and parsing it costs seconds)
+MAX_SOURCE_CELLS = 1 << 24  # rows x columns read at most: 16M float64 = 128 MB, checked from the header
+MIN_RATE_HZ, MAX_RATE_HZ = 1e-6, 1e7  # a sidecar rate outside this is a typo, not a recording (1e-6 Hz: one
+                                      # sample in 11 days; 10 MHz: well above any IMU, ECG or EEG)
 _SIDECAR_KEYS = ("label", "rate_hz", "channels")
 _MISSING = ("", "na", "n/a", "null", "none", "-")  # CSV spellings of a missing value
 
@@ -74,9 +77,16 @@ def _columns_from_table(names: list[str], arrays: list[np.ndarray]) -> tuple[np.
 def _read_csv(data: bytes) -> tuple[np.ndarray | None, list[str], np.ndarray]:
     import polars as pl  # noqa: PLC0415
 
-    header = data[: data.find(b"\n") if b"\n" in data else len(data)]
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]  # \n, \r\n or old-Mac \r lines
+    header = data[: min(ends) if ends else len(data)]
     if header.count(b",") + 1 > MAX_CHANNELS + 1:  # + a time column; checked before the costly parse
         raise RejectError("too_many_channels", f"{header.count(b',') + 1} columns (limit {MAX_CHANNELS} channels)")
+    if b"\r" in data and b"\n" not in data:  # old-Mac line endings: Polars reads only \n
+        data = data.replace(b"\r", b"\n")
+    lines = data.count(b"\n") + 1  # an upper bound on the rows, counted before the parse
+    if lines * (header.count(b",") + 1) > MAX_SOURCE_CELLS:
+        raise RejectError("too_long", f"{lines} lines x {header.count(b',') + 1} columns "
+                                      f"(limit {MAX_SOURCE_CELLS} cells)")
     try:
         df = pl.read_csv(io.BytesIO(data), infer_schema_length=None, try_parse_dates=True)
     except pl.exceptions.NoDataError:
@@ -107,6 +117,12 @@ def _read_parquet(data: bytes) -> tuple[np.ndarray | None, list[str], np.ndarray
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata  # the footer only: row count before any page
+        if meta.num_rows * max(meta.num_columns, 1) > MAX_SOURCE_CELLS:
+            raise RejectError("too_long", f"the footer declares {meta.num_rows} rows x {meta.num_columns} "
+                                          f"columns (limit {MAX_SOURCE_CELLS} cells)")
+        if meta.num_columns > MAX_CHANNELS + 1:
+            raise RejectError("too_many_channels", f"{meta.num_columns} columns (limit {MAX_CHANNELS} channels)")
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise RejectError("corrupt", f"cannot read the Parquet file: {exc}") from None
@@ -158,12 +174,20 @@ def _check_npy_header(data: bytes) -> None:
         raise RejectError("corrupt", f"the .npy header is damaged: {exc}") from None
     if dtype.hasobject:
         raise RejectError("pickle_not_allowed", "the .npy array holds Python objects (pickle); save numbers only")
+    if dtype.kind not in "biuf":
+        raise RejectError("bad_columns", f"array dtype {dtype} is not numeric")
+    if len(shape) not in (1, 2):
+        raise RejectError("bad_shape", f"array has shape {shape}; expected [time, channels]")
+    if 0 in shape:  # (N, 0) is zero bytes on disk, but widening it to float64 allocates 8N
+        raise RejectError("bad_shape", f"array has shape {shape}: no samples or no channels")
     if len(shape) == 2 and shape[1] > MAX_CHANNELS:
         raise RejectError("too_many_channels", f"{shape[1]} channels (limit {MAX_CHANNELS})")
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
     have = len(data) - buf.tell()
     if need > have:
         raise RejectError("truncated", f"the header declares shape {shape} ({need} bytes) but {have} bytes follow")
+    if int(np.prod(shape, dtype=object)) > MAX_SOURCE_CELLS:
+        raise RejectError("too_long", f"the header declares shape {shape} (limit {MAX_SOURCE_CELLS} cells)")
 
 
 def _fill_non_finite(values: np.ndarray, names: list[str], max_ratio: float) -> int:
@@ -196,7 +220,7 @@ def _source_times(times: np.ndarray | None, rows: int, sidecar_rate: float | Non
 
 
 def decode_sensor(data: bytes, ext: str, sidecar: dict | None, *, rate_hz: float, max_rows: int,
-                  max_nan_ratio: float = 0.1) -> SensorRecording:
+                  max_nan_ratio: float = 0.1, max_label_chars: int = 1_000_000) -> SensorRecording:
     """Decode a sensor recording and resample it to `rate_hz`.
 
     `meta` holds the sidecar's other keys plus ``source_rate_hz``,
@@ -205,7 +229,7 @@ def decode_sensor(data: bytes, ext: str, sidecar: dict | None, *, rate_hz: float
     Reject reasons: ``empty_file``, ``corrupt``, ``truncated``, ``bad_columns``, ``bad_shape``,
     ``too_many_channels``, ``pickle_not_allowed``, ``json_too_deep``, ``json_too_large``,
     ``bad_sidecar``, ``unknown_rate``, ``bad_time_column``, ``non_finite_values``,
-    ``too_short``, ``too_long``, ``unsupported_format``.
+    ``too_short``, ``too_long``, ``label_too_long``, ``combining_marks``, ``unsupported_format``.
     """
     if rate_hz <= 0:
         raise ValueError(f"rate_hz must be positive, got {rate_hz}")
@@ -214,11 +238,17 @@ def decode_sensor(data: bytes, ext: str, sidecar: dict | None, *, rate_hz: float
     sidecar = dict(sidecar or {})
     sidecar_rate = sidecar.get("rate_hz")
     if sidecar_rate is not None and (isinstance(sidecar_rate, bool) or not isinstance(sidecar_rate, (int, float))
-                                     or not math.isfinite(sidecar_rate) or sidecar_rate <= 0):
-        raise RejectError("bad_sidecar", f"sidecar rate_hz must be a positive number, got {sidecar_rate!r}")
+                                     or not MIN_RATE_HZ <= sidecar_rate <= MAX_RATE_HZ):
+        raise RejectError("bad_sidecar", f"sidecar rate_hz must be a number of Hz in [{MIN_RATE_HZ:g}, "
+                                         f"{MAX_RATE_HZ:g}], got {sidecar_rate!r}")
     label = sidecar.get("label")
     if isinstance(label, bool) or not (label is None or isinstance(label, (str, int))):
         raise RejectError("bad_sidecar", f"sidecar label must be a string, got {label!r}")
+    if isinstance(label, str) and len(label) > max_label_chars:  # it becomes the item's text
+        raise RejectError("label_too_long", f"the sidecar label has {len(label)} characters "
+                                            f"(limit decode.text.max_chars = {max_label_chars})")
+    if isinstance(label, str):
+        check_combining_marks(label)
 
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     if ext == ".csv":
@@ -236,6 +266,8 @@ def decode_sensor(data: bytes, ext: str, sidecar: dict | None, *, rate_hz: float
     src_t = _source_times(times, rows, float(sidecar_rate) if sidecar_rate is not None else None)
     filled = _fill_non_finite(values, names, max_nan_ratio)
     duration = float(src_t[-1])
+    if not math.isfinite(duration * rate_hz):
+        raise RejectError("bad_time_column", f"the recording claims to last {duration:g} s")
     out_rows = int(math.floor(duration * rate_hz + 1e-9)) + 1
     if out_rows > max_rows:  # checked before allocating the resampled array
         raise RejectError("too_long", f"{out_rows} rows at {rate_hz} Hz (limit {max_rows}); "

@@ -25,8 +25,10 @@ and ``"line"`` is the record's 1-based line in the file.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+import sys
 import unicodedata
 from typing import Any
 
@@ -46,6 +48,31 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # C0 controls other than \t \n \v \f \r, plus DEL: rare in real text.
 _CONTROL_RE = re.compile(r"[\x01-\x08\x0e-\x1f\x7f]")
 _MAX_CONTROL_RATIO = 0.01
+# UAX #15's Stream-Safe Text Format: at most 30 non-starters (combining class > 0) in a row.
+# Longer runs ("Zalgo" text) make NFC reorder quadratically: 100k alternating marks cost 5 s.
+MAX_NON_STARTERS = 30
+
+
+@functools.cache
+def _non_starter_run() -> re.Pattern:
+    """A regex for a run of more than MAX_NON_STARTERS non-starters (built once, ~0.1 s)."""
+    ranges, start = [], None
+    for cp in range(sys.maxunicode + 2):
+        inside = cp <= sys.maxunicode and unicodedata.combining(chr(cp)) != 0
+        if inside and start is None:
+            start = cp
+        elif not inside and start is not None:
+            ranges.append(f"\\U{start:08x}-\\U{cp - 1:08x}")
+            start = None
+    return re.compile(f"[{''.join(ranges)}]{{{MAX_NON_STARTERS + 1},}}")
+
+
+def check_combining_marks(text: str) -> None:
+    """Reject text with a run of combining marks longer than Unicode's stream-safe limit."""
+    run = _non_starter_run().search(text)
+    if run:
+        raise RejectError("combining_marks", f"{run.end() - run.start()} combining marks in a row at character "
+                                             f"{run.start()} (Unicode's stream-safe limit is {MAX_NON_STARTERS})")
 
 
 def json_depth(value: Any) -> int:
@@ -84,6 +111,7 @@ def loads_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 def _normalise(text: str) -> str:
     """NFC, ``\\r\\n``/``\\r`` -> ``\\n``, trailing whitespace of the whole text removed."""
+    check_combining_marks(text)  # before NFC, which is quadratic in such a run
     text = unicodedata.normalize("NFC", text)
     return text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
 
@@ -96,7 +124,8 @@ def decode_text(data: bytes, *, max_chars: int = 2_000_000) -> str:
     whitespace (leading whitespace and per-line spacing are kept: Markdown and
     code need them).
 
-    Reject reasons: ``binary_text``, ``invalid_utf8``, ``empty_text``, ``too_long``.
+    Reject reasons: ``binary_text``, ``invalid_utf8``, ``empty_text``, ``too_long``,
+    ``combining_marks`` (a run over MAX_NON_STARTERS).
     """
     if data.startswith(_BOM):
         data = data[len(_BOM):]

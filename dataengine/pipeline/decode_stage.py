@@ -206,7 +206,7 @@ class DecodeStage:
         if kind == "sensor":
             ext = Path(path).suffix.lower()
             rec = D.decode_sensor(data, ext, sidecar, rate_hz=c.sensor.rate_hz, max_rows=c.sensor.max_rows,
-                                  max_nan_ratio=c.sensor.max_nan_ratio)
+                                  max_nan_ratio=c.sensor.max_nan_ratio, max_label_chars=c.text.max_chars)
             meta.update({"channels": rec.channels, "rate_hz": rec.rate_hz, "sensor": rec.meta})
             if rec.label is not None and "text" not in meta:
                 meta["text"] = str(rec.label)

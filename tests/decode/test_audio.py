@@ -121,3 +121,18 @@ def test_odd_and_impossible_sample_rates(media):
     sf.write(buf, np.zeros(500, np.float32), 500, format="WAV")
     assert _reason(buf.getvalue()).reason == "bad_sample_rate"
 
+
+
+def test_wav_headers_that_contradict_themselves():
+    buf = io.BytesIO()
+    sf.write(buf, (0.5 * np.sin(np.arange(SR) / 10)).astype(np.float32), SR, format="WAV", subtype="PCM_16")
+    wav = buf.getvalue()
+    assert wav[36:40] == b"data"
+    streamed = b"RIFF\xff\xff\xff\xff" + wav[8:40] + b"\xff\xff\xff\xff" + wav[44:]  # "length unknown"
+    x, info = decode_audio(streamed, sample_rate=SR, max_seconds=10.0)
+    assert info["duration_s"] == pytest.approx(1.0) and x.size == SR
+    four_gb = wav[:40] + (0xF000_0000).to_bytes(4, "little") + wav[44:]
+    err = _reason(four_gb)
+    assert err.reason == "bad_header" and str(0xF000_0000) in str(err)
+    no_channels = wav[:22] + b"\0\0" + wav[24:]
+    assert _reason(no_channels).reason == "bad_header"

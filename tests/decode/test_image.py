@@ -150,3 +150,25 @@ def test_round_trip_through_decoder(media):
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "TIFF")
     assert np.array_equal(decode_image(buf.getvalue()), arr)
+
+
+def test_many_small_text_chunks_are_a_bomb(media):
+    png = media.encode_image(Image.new("RGB", (8, 8)), "PNG")
+    ztxt = _png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * 1_000_000, 9))  # 1 KB each, 1 MB inflated
+    bomb = png[:33] + ztxt * 70 + png[33:]  # after IHDR: 70 MB of text, past Pillow's 64 MB total
+    assert len(bomb) < 100_000 and _reason(bomb) == "decompression_bomb"
+
+
+def test_progressive_jpeg_with_thousands_of_scans_is_refused(media):
+    data = media.encode_image(Image.new("RGB", (256, 256), RED), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    scan = data[last:last + 2 + int.from_bytes(data[last + 2:last + 4], "big")]  # its header, no data
+    assert decode_image(data[:-2] + scan * 100 + data[-2:]).shape == (256, 256, 3)
+    assert _reason(data[:-2] + scan * 20_000 + data[-2:]) == "too_many_scans"
+
+
+def test_float_pixels_must_be_finite(media):
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    assert decode_image(media.encode_image(Image.fromarray(ramp, mode="F"), "TIFF"))[7, 7, 0] == 255
+    ramp[3, 3] = np.nan
+    assert _reason(media.encode_image(Image.fromarray(ramp, mode="F"), "TIFF")) == "non_finite_pixels"

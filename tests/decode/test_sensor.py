@@ -160,3 +160,32 @@ def test_hostile_npy_and_csv_are_refused_before_allocating():
     assert _reason(buf.getvalue(), ".npy", {"rate_hz": 1}).reason == "pickle_not_allowed"
     wide = (",".join(f"c{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n").encode()
     assert _reason(wide, ".csv", {"rate_hz": 1}).reason == "too_many_channels"
+
+
+def test_header_claims_are_capped_before_reading():
+    zero_wide = _npy(np.ones((1000, 0)))  # 128 bytes on disk, 8 KB (or 8N) once widened
+    assert _reason(zero_wide, ".npy", {"rate_hz": 1}).reason == "bad_shape"
+    assert _reason(_npy(np.ones(4, dtype=np.complex64)), ".npy", {"rate_hz": 1}).reason == "bad_columns"
+    buf = io.BytesIO()  # 20M x 1 float32: a real array over the cell cap, the header alone decides
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (20_000_000, 1)})
+    assert _reason(buf.getvalue() + b"\0" * 80_000_000, ".npy", {"rate_hz": 1}).reason == "too_long"
+    # a Parquet footer claiming 20M rows of one constant column (a few KB): refused from the footer
+    many = pa.table({"x": pa.array(np.zeros(20_000_000, dtype=np.int8))})
+    assert len(_parquet(many)) < 200_000
+    assert _reason(_parquet(many), ".parquet", {"rate_hz": 1}).reason == "too_long"
+
+
+def test_csv_with_old_mac_line_endings_is_read():
+    rec = decode_sensor(WALK.replace(b"\n", b"\r"), ".csv", None, rate_hz=10.0, max_rows=1000)
+    assert rec.channels == ["ax", "ay"] and rec.values.shape == (20, 2)
+
+
+def test_absurd_rates_and_labels_are_sidecar_errors():
+    tiny = _reason(WALK, ".csv", {"rate_hz": 5e-324})
+    assert tiny.reason == "bad_sidecar" and "rate_hz" in str(tiny)
+    assert _reason(WALK, ".csv", {"rate_hz": 1e300}).reason == "bad_sidecar"
+    long = _reason(WALK, ".csv", {"label": "x" * 5000}, max_label_chars=4000)
+    assert long.reason == "label_too_long" and "decode.text.max_chars" in str(long)
+    assert decode_sensor(WALK, ".csv", {"label": "x" * 4000}, rate_hz=10.0, max_rows=1000,
+                         max_label_chars=4000).label == "x" * 4000
+    assert _reason(WALK, ".csv", {"label": "w" + "\u0301\u0316" * 40}).reason == "combining_marks"

@@ -116,3 +116,14 @@ def test_huge_nesting_is_rejected_not_a_crash():
     with pytest.raises(ValueError):
         loads_json('{"a": ' * 21 + "1" + "}" * 21)
     assert loads_json('{"a": ' * 19 + "1" + "}" * 19) is not None
+
+
+def test_runs_of_combining_marks_are_refused_before_normalising():
+    zalgo = ("he" + "\u0301\u0316" * 50_000 + "llo").encode()  # NFC alone takes ~5 s on this
+    err = _reason(zalgo)
+    assert err.reason == "combining_marks" and "at character 2" in str(err)
+    # Vietnamese and Devanagari stack a few marks; 30 in a row is Unicode's stream-safe limit
+    assert decode_text(("Vie\u0323\u0302t " + "a" + "\u0301" * 30).encode()).startswith("Việt")
+    line = json.dumps({"text": "x" + "\u0316\u0301" * 16}).encode()
+    [rec, bad] = decode_jsonl(b'{"text": "fine"}\n' + line)
+    assert rec["text"] == "fine" and bad.reason == "combining_marks" and bad.line == 2

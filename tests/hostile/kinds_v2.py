@@ -8,10 +8,14 @@ The secret picture under `outside` is what the file references try to pull in.
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 SECRET_RGB = (201, 17, 99)  # the colour of the picture outside the root: it must never reach an output
@@ -100,8 +104,69 @@ def _tar_headers(h) -> None:
         h.needs_reader.add(name + "#ok.txt")
 
 
+def _npy_header(shape: tuple, descr: str = "<f8") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def _sensor_claims(h) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    h.put("sen2/zero_wide.npy", _npy_header((10**9, 0)), "bad_shape")  # 128 bytes; 8 GB once widened
+    buf = io.BytesIO()  # 20M rows of one constant byte: a few KB, 160 MB as float64
+    pq.write_table(pa.table({"x": pa.array(np.zeros(20_000_000, np.int8))}), buf)
+    h.put("sen2/rows_bomb.parquet", buf.getvalue(), "too_long")
+    h.put("sen2/old_mac.csv", b"".join(b"%.1f,%d\r" % (i / 10, i % 7) for i in range(40)).replace(
+        b"0.0,0\r", b"t,x\r0.0,0\r", 1), "ok")
+    walk = b"t,x\n" + b"".join(b"%.1f,%d\n" % (i / 10, i % 5) for i in range(40))
+    h.put("sen2/tiny_rate.csv", walk, "bad_sidecar")
+    h.put("sen2/tiny_rate.json", b'{"rate_hz": 5e-324}', "media_rejected")
+    h.put("sen2/long_label.csv", walk, "label_too_long")  # past decode.text.max_chars (100,000 here)
+    h.put("sen2/long_label.json", json.dumps({"label": "walk " * 30_000}).encode(), "media_rejected")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _costly_media(h) -> None:
+    h.put("txt2/zalgo.txt", ("he" + "\u0301\u0316" * 45_000 + "llo\n").encode(), "combining_marks")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    png = buf.getvalue()
+    ztxt = _png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * 1_000_000, 9))
+    h.put("img2/text_chunks.png", png[:33] + ztxt * 70 + png[33:], "decompression_bomb")
+    buf = io.BytesIO()
+    Image.new("RGB", (512, 512), (90, 120, 200)).save(buf, "JPEG", progressive=True)
+    jpg = buf.getvalue()
+    last = jpg.rindex(b"\xff\xda")
+    scan = jpg[last:last + 2 + int.from_bytes(jpg[last + 2:last + 4], "big")]
+    h.put("img2/scans.jpg", jpg[:-2] + scan * 20_000 + jpg[-2:], "too_many_scans")
+    nan = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    nan[4:8] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(nan, mode="F").save(buf, "TIFF")
+    h.put("img2/nan.tiff", buf.getvalue(), "non_finite_pixels")
+
+
+def _wav_claims(h) -> None:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(np.arange(16000) / 7)).astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+    wav = buf.getvalue()
+    h.put("aud2/data_4gb.wav", wav[:40] + (0xF000_0000).to_bytes(4, "little") + wav[44:], "bad_header")
+    h.put("aud2/no_channels.wav", wav[:22] + b"\0\0" + wav[24:], "bad_header")
+    h.put("aud2/streamed.wav", b"RIFF\xff\xff\xff\xff" + wav[8:40] + b"\xff\xff\xff\xff" + wav[44:], "ok")
+
+
 def add_v2(h, outside: Path, port: int) -> None:
     _references(h, outside, port)
     _names_and_trees(h)
     _tar_headers(h)
+    _sensor_claims(h)
+    _costly_media(h)
+    _wav_claims(h)
 
