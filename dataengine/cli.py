@@ -8,7 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from dataengine.errors import RecipeError
+from dataengine.errors import DiskFullError, RecipeError
 
 
 def _cmd_demo_corpus(args) -> int:
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -24,3 +24,7 @@ class RejectError(Exception):
 
 class RecipeError(ValueError):
     """A recipe, config or command line that cannot run; the message names the fix."""
+
+
+class DiskFullError(RuntimeError):
+    """The disk holding OUT (or a folder beside it) filled up; the message names the fix (`dataengine.diskspace`)."""

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from dataengine import publish, storage
+from dataengine import diskspace, publish, storage
 from dataengine.curate.distributed import curate_and_write, write_rejects
 from dataengine.listing import Listing, run_listing
 from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
@@ -71,18 +71,41 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     vocab = Vocab.build(load_tokenizers(tokdir, roles))
 
     staging = output.parent / f".{output.name}.staging"  # a killed run's staging is stale: start it again
+    at = {"step": "copying the tokenizers", "need": None}  # where a full disk would stop the run
+    try:
+        manifest, stats, shards = _build(recipe, output, staging, sources, tokdir, roles, vocab, address, log, at,
+                                         report)
+    except Exception as e:
+        if not diskspace.is_disk_full(e):
+            raise
+        raise _out_of_room(output, staging, at) from None
+    if remote:
+        _maybe_kill("publish")  # a finished mirror, nothing uploaded yet
+        publish.publish(output, remote, storage.options_from_env(), log=log)
+    log(f"wrote {stats['sequences']['total']} sequences ({stats['tokens']['total']} tokens) in "
+        f"{len([s for s in shards if s['format'] == 'parquet'])} parquet shards, "
+        f"{stats['rejects']['total']} rejects, in {time.time() - t0:.1f}s")
+    return manifest
+
+
+def _build(recipe: Recipe, output: Path, staging: Path, sources, tokdir: Path, roles: list[str], vocab: Vocab,
+           address, log, at: dict, report: bool) -> tuple[dict, dict, list]:
+    """Everything `run_pipeline` writes, into `staging`, then swapped into OUT; `at` says how far it got."""
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     vocab.save(staging / "vocab.json")
     _copy_tokenizers(tokdir, roles, staging / "tokenizers")
-
     ray = init_ray(address)
+    at["step"] = "listing the inputs"
     listing = list_inputs(sources, max_file_bytes=recipe.decode.max_file_bytes,
                           work=output.parent / f".{output.name}.listing", options=storage.options_from_env())
     log(f"discovered {listing.files} files -> {listing.units} sample groups, "
         f"{listing.rejects} rejected at discovery ({len(listing.parts)} listing tasks)")
     key = candidates_key(recipe, vocab.tokenizers, listing.digest())
+    at["step"] = "decoding and tokenizing (each worker writes its parts)"
     parts, work = _candidates(recipe, listing, key, output, tokdir, roles, staging / "vocab.json", address, log)
+    at.update(step="curating and writing the shards",
+              need=diskspace.estimate_need(tokdir, parts, 2 if recipe.output.webdataset else 1))
     written = curate_and_write([str(p) for p in parts], recipe, staging,
                                cpus=ray.cluster_resources().get("CPU", 1), log=log)
     _maybe_kill("write")  # after the shards, before rejects, stats and manifest
@@ -99,22 +122,30 @@ def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = 
     dd = written.report["dedup"]
     build_digest(staging, [str(p) for p in parts], shards, dd["rows"] + sum(written.report["filters"]["dropped"].values()))
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    at["step"] = "writing the report"
     try:  # the report is part of the same atomic swap; a report bug must not lose the shards
         if report:  # off with `run --no-report` (the DVC `report` stage builds it once, with the full eval)
             build_report(staging)
     except Exception as e:
+        if diskspace.is_disk_full(e):
+            raise
         log(f"report not written ({type(e).__name__}: {e}); `dataengine report {output}` retries it")
+    at["step"] = "moving OUT into place"
     _swap_into_place(staging, output)
     if work is not None:
         work.remove()  # OUT/cache now holds the candidates
     listing.remove()
-    if remote:
-        _maybe_kill("publish")  # a finished mirror, nothing uploaded yet
-        publish.publish(output, remote, storage.options_from_env(), log=log)
-    log(f"wrote {stats['sequences']['total']} sequences ({stats['tokens']['total']} tokens) in "
-        f"{len([s for s in shards if s['format'] == 'parquet'])} parquet shards, "
-        f"{stats['rejects']['total']} rejects, in {time.time() - t0:.1f}s")
-    return manifest
+    return manifest, stats, shards
+
+
+def _out_of_room(output: Path, staging: Path, at: dict) -> diskspace.DiskFullError:
+    """Say what happened. The folders beside OUT are left as they are: Ray tasks of the failed
+    step may still be writing there until this driver exits, and the next run empties staging,
+    shuffle and listing before it starts and reuses the work folder's committed parts."""
+    beside = [staging, staging.parent / f".{staging.name}.shuffle", output.parent / f".{output.name}.listing"]
+    work = output.parent / f".{output.name}.work"
+    done = len(list((work / "parts").glob("part-*.parquet"))) if work.is_dir() else 0
+    return diskspace.disk_full(output.parent, diskspace.tree_bytes(*beside, work), at["need"], at["step"], done)
 
 
 def local_output(recipe: Recipe, output) -> Path:
