@@ -342,3 +342,17 @@ def make_img2dataset_folder(path: Path, n_shards: int = 2, per_shard: int = 3, f
         out["metadata"] += [f"{name}.parquet", f"{name}_stats.json"]
         out["tars"].append(f"{name}.tar")
     return out
+
+
+def raw_tar_header(name: bytes, size_field: bytes, flag: bytes = b"0", payload: bytes = b"") -> bytes:
+    """One hand-made ustar header block (any size field, even one tarfile would never write),
+    followed by `payload` padded to whole blocks."""
+    block = bytearray(512)
+    block[0:len(name)] = name
+    block[100:108] = b"0000644\0"
+    block[124:136] = size_field
+    block[156:157] = flag
+    block[257:263] = b"ustar\0"
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block) + payload + b"\0" * (-len(payload) % 512)

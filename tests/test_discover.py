@@ -1,5 +1,7 @@
 import os
 
+from corpus_factory import raw_tar_header
+
 from dataengine.discover import discover
 
 
@@ -178,18 +180,6 @@ def test_any_depth_any_path_length_and_folders_that_are_not_walked(tmp_path):
     assert len(next(iter(reasons))) > 4000
 
 
-def _bad_tar(size_field: bytes, flag: bytes = b"0", payload: bytes = b"") -> bytes:
-    block = bytearray(512)
-    block[0:5] = b"a.txt"
-    block[100:108] = b"0000644\0"
-    block[124:136] = size_field
-    block[156:157] = flag
-    block[257:263] = b"ustar\0"
-    block[148:156] = b"        "
-    block[148:156] = b"%06o\0 " % sum(block)
-    return bytes(block) + payload + b"\0" * (-len(payload) % 512)
-
-
 def test_tar_headers_are_bounded_in_discovery(tmp_path):
     import io
     import tarfile
@@ -203,8 +193,8 @@ def test_tar_headers_are_bounded_in_discovery(tmp_path):
         tf.addfile(info, io.BytesIO(b"ok\n"))
     good = buf.getvalue()[:1024]  # one member, without the end-of-archive blocks
     record = b"9" * 250_000 + b" size=1\n"
-    (root / "pax_digits.tar").write_bytes(good + _bad_tar(b"%011o\0" % len(record), b"x", record))
-    (root / "negative.tar").write_bytes(good + _bad_tar(b"\xff" * 12) + b"\0" * 1024)
+    (root / "pax_digits.tar").write_bytes(good + raw_tar_header(b"a.txt", b"%011o\0" % len(record), b"x", record))
+    (root / "negative.tar").write_bytes(good + raw_tar_header(b"a.txt", b"\xff" * 12) + b"\0" * 1024)
     found = discover([("s", root)], max_file_bytes=1 << 20)
     reasons = {r["path"]: (r["reason"], r["detail"]) for r in found.rejects}
     assert reasons["pax_digits.tar"][0] == "corrupt_archive" and "at most 20 digits" in reasons["pax_digits.tar"][1]

@@ -169,6 +169,11 @@ def _write(out, split, index, spans, compression, webdataset, vocab_path):
                                   compression=compression, webdataset=webdataset, vocab_path=vocab_path)
 
 
+def shuffle_dir(staging: Path) -> Path:
+    """The default scratch folder of `curate_and_write`: ``.<staging>.shuffle`` beside it."""
+    return Path(staging).parent / f".{Path(staging).name}.shuffle"
+
+
 def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, log=print,
                      scratch: Path | None = None) -> Written:
     """Curate the candidate parts and write the shards into `staging`; returns what the driver needs.
@@ -178,7 +183,7 @@ def curate_and_write(parts: list[str], recipe, staging: Path, *, cpus: float, lo
 
     import ray
 
-    scratch = Path(scratch or Path(staging).parent / f".{Path(staging).name}.shuffle")
+    scratch = Path(scratch or shuffle_dir(staging))
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
 

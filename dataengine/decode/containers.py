@@ -77,7 +77,7 @@ def open_container(data: bytes, formats: tuple[str, ...]) -> av.container.InputC
 
     Raises ``truncated``, ``unsupported_container`` (a recognised reference format: playlists,
     SDP, URLs) or ``corrupt``; a refused but recognised media file is left to the caller through
-    `refused` (`sniff` says what it is)."""
+    `Refused` (`sniff` says what it is)."""
     try:
         return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore",
                        options={"format_whitelist": ",".join(formats), "protocol_whitelist": "none"})

@@ -179,8 +179,9 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
     if not data:
         raise RejectError("empty_file", "the image file is empty")
     img = _open(data, max_pixels)
-    scans = data.count(b"\xff\xda")  # SOS markers (never in entropy-coded data: 0xFF is stuffed there)
-    if img.format in ("JPEG", "MPO") and scans > MAX_JPEG_SCANS:
+    # SOS markers (never in entropy-coded data: 0xFF is stuffed there); counted for JPEGs only
+    scans = data.count(b"\xff\xda") if img.format in ("JPEG", "MPO") else 0
+    if scans > MAX_JPEG_SCANS:
         img.close()
         raise RejectError("too_many_scans", f"{scans} JPEG scans (limit {MAX_JPEG_SCANS}): "
                                             "each costs a pass over the whole picture")

@@ -148,8 +148,8 @@ def _read_npy(data: bytes, sidecar: dict) -> tuple[None, list[str], np.ndarray]:
     except (ValueError, OSError, EOFError) as exc:
         reason = "pickle_not_allowed" if "pickle" in str(exc) else "corrupt"
         raise RejectError(reason, f"cannot load the .npy array: {exc}") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        raise RejectError("bad_columns", f"array dtype {getattr(arr, 'dtype', '?')} is not numeric")
+    if not isinstance(arr, np.ndarray):  # the dtype and shape were checked from the header
+        raise RejectError("bad_columns", "the .npy file does not hold an array")
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:

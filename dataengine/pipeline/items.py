@@ -70,7 +70,7 @@ class WorkDir:
     """`.OUT.work/` beside OUT: the key of the candidates it holds, and their parts."""
 
     def __init__(self, output: Path, key: str):
-        self.dir = Path(output).parent / f".{Path(output).name}.work"
+        self.dir = self.location(output)
         self.parts = self.dir / PARTS
         key_file = self.dir / "key.json"
         try:
@@ -81,6 +81,10 @@ class WorkDir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.parts.mkdir(parents=True)
             key_file.write_text(json.dumps({"key": key}) + "\n")
+
+    @staticmethod
+    def location(output: Path) -> Path:
+        return Path(output).parent / f".{Path(output).name}.work"
 
     def done(self) -> set[int]:
         """Items whose part is committed (a listing: O(items), no part is read)."""

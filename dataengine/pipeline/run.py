@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from dataengine import diskspace, publish, storage
-from dataengine.curate.distributed import curate_and_write, write_rejects
+from dataengine.curate.distributed import curate_and_write, shuffle_dir, write_rejects
 from dataengine.listing import Listing, run_listing
 from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
 from dataengine.pipeline.items import WorkDir, run_items
@@ -98,7 +98,7 @@ def _build(recipe: Recipe, output: Path, staging: Path, sources, tokdir: Path, r
     ray = init_ray(address)
     at["step"] = "listing the inputs"
     listing = list_inputs(sources, max_file_bytes=recipe.decode.max_file_bytes,
-                          work=output.parent / f".{output.name}.listing", options=storage.options_from_env())
+                          work=_listing_dir(output), options=storage.options_from_env())
     log(f"discovered {listing.files} files -> {listing.units} sample groups, "
         f"{listing.rejects} rejected at discovery ({len(listing.parts)} listing tasks)")
     key = candidates_key(recipe, vocab.tokenizers, listing.digest())
@@ -142,8 +142,8 @@ def _out_of_room(output: Path, staging: Path, at: dict) -> diskspace.DiskFullErr
     """Say what happened. The folders beside OUT are left as they are: Ray tasks of the failed
     step may still be writing there until this driver exits, and the next run empties staging,
     shuffle and listing before it starts and reuses the work folder's committed parts."""
-    beside = [staging, staging.parent / f".{staging.name}.shuffle", output.parent / f".{output.name}.listing"]
-    work = output.parent / f".{output.name}.work"
+    beside = [staging, shuffle_dir(staging), _listing_dir(output)]
+    work = WorkDir.location(output)
     done = len(list((work / "parts").glob("part-*.parquet"))) if work.is_dir() else 0
     return diskspace.disk_full(output.parent, diskspace.tree_bytes(*beside, work), at["need"], at["step"], done)
 
@@ -171,6 +171,10 @@ def _candidates(recipe: Recipe, listing: Listing, key: str, output: Path, tokdir
     work = WorkDir(output, key)
     run_items(recipe, listing, work, tokdir, roles, vocab_path, address, log)
     return work.part_paths(), work
+
+
+def _listing_dir(output: Path) -> Path:
+    return output.parent / f".{output.name}.listing"
 
 
 def _copy_tokenizers(tokdir: Path, roles: list[str], dest: Path) -> None:

@@ -6,6 +6,7 @@ import io
 import tarfile
 
 import pytest
+from corpus_factory import raw_tar_header
 
 from dataengine.decode.tarlist import MAX_META_BYTES, TarError, TarReader
 
@@ -57,32 +58,20 @@ def test_same_members_as_tarfile(fmt):
     assert len(ours[0]) == len(members)
 
 
-def _header(name: bytes, size_field: bytes, flag: bytes) -> bytearray:
-    block = bytearray(512)
-    block[0:len(name)] = name
-    block[100:108] = b"0000644\0"
-    block[124:136] = size_field
-    block[156:157] = flag
-    block[257:263] = b"ustar\0"
-    block[148:156] = b"        "
-    block[148:156] = b"%06o\0 " % sum(block)
-    return block
-
-
 def test_a_pax_number_of_a_quarter_million_digits_is_refused():
     record = b"9" * 250_000 + b" path=x\n"
-    pax = _header(b"././@PaxHeader", b"%011o\0" % len(record), b"x") + record + b"\0" * (-len(record) % 512)
-    raw = bytes(pax + _header(b"a.txt", b"%011o\0" % 0, b"0") + b"\0" * 1024)
+    pax = raw_tar_header(b"././@PaxHeader", b"%011o\0" % len(record), b"x", record)
+    raw = bytes(pax + raw_tar_header(b"a.txt", b"%011o\0" % 0, b"0") + b"\0" * 1024)
     with pytest.raises(TarError, match="length of at most"):
         TarReader(io.BytesIO(raw))
     with pytest.raises(TarError, match="length of at most"):
-        r = TarReader(io.BytesIO(bytes(_header(b"ok.txt", b"%011o\0" % 0, b"0")) + raw))
+        r = TarReader(io.BytesIO(raw_tar_header(b"ok.txt", b"%011o\0" % 0, b"0") + raw))
         list(iter(r.next, None))  # the same header after a good member: a bound, not the end of the archive
 
 
 def test_a_negative_size_cannot_move_backwards():
     neg = b"\xff" * 12  # base-256 minus one
-    raw = bytes(_header(b"ok.txt", b"%011o\0" % 0, b"0") + _header(b"loop.txt", neg, b"0") + b"\0" * 1024)
+    raw = bytes(raw_tar_header(b"ok.txt", b"%011o\0" % 0, b"0") + raw_tar_header(b"loop.txt", neg, b"0") + b"\0" * 1024)
     r = TarReader(io.BytesIO(raw))
     assert r.next().name == "ok.txt"
     with pytest.raises(TarError, match="negative"):
@@ -90,15 +79,15 @@ def test_a_negative_size_cannot_move_backwards():
 
 
 def test_meta_records_are_capped_before_they_are_read():
-    raw = bytes(_header(b"././@LongLink", b"%011o\0" % (MAX_META_BYTES + 1), b"L") + b"\0" * 2048)
+    raw = bytes(raw_tar_header(b"././@LongLink", b"%011o\0" % (MAX_META_BYTES + 1), b"L") + b"\0" * 2048)
     with pytest.raises(TarError, match="cap"):
         TarReader(io.BytesIO(raw))
 
 
 def test_a_pax_record_that_lies_about_its_length():
     record = b"50 path=x\n"  # claims 50 bytes, holds 10
-    raw = bytes(_header(b"p", b"%011o\0" % len(record), b"x") + record + b"\0" * (512 - len(record))
-                + _header(b"a.txt", b"%011o\0" % 0, b"0") + b"\0" * 1024)
+    raw = bytes(raw_tar_header(b"p", b"%011o\0" % len(record), b"x", record)
+                + raw_tar_header(b"a.txt", b"%011o\0" % 0, b"0") + b"\0" * 1024)
     with pytest.raises(TarError, match="claims 50 bytes"):
         TarReader(io.BytesIO(raw))
 

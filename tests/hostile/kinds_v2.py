@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from corpus_factory import raw_tar_header
 from PIL import Image
 
 SECRET_RGB = (201, 17, 99)  # the colour of the picture outside the root: it must never reach an output
@@ -74,18 +75,6 @@ def _names_and_trees(h) -> None:
     h.expected["dsc2/" + "/".join(["n" * 250] * depth)] = "path_too_long"
 
 
-def _raw_header(size_field: bytes, flag: bytes = b"0", payload: bytes = b"") -> bytes:
-    block = bytearray(512)
-    block[0:5] = b"a.txt"
-    block[100:108] = b"0000644\0"
-    block[124:136] = size_field
-    block[156:157] = flag
-    block[257:263] = b"ustar\0"
-    block[148:156] = b"        "
-    block[148:156] = b"%06o\0 " % sum(block)
-    return bytes(block) + payload + b"\0" * (-len(payload) % 512)
-
-
 def _tar_headers(h) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
@@ -95,9 +84,9 @@ def _tar_headers(h) -> None:
     good = buf.getvalue()[:1024]
     record = b"9" * 250_000 + b" size=1\n"  # tarfile parses this number in quadratic time
     for name, data in {
-        "tar2/pax_digits.tar": good + _raw_header(b"%011o\0" % len(record), b"x", record),
-        "tar2/negative_size.tar": good + _raw_header(b"\xff" * 12) + b"\0" * 1024,
-        "tar2/long_name_bomb.tar": good + _raw_header(b"%011o\0" % (64 << 20), b"L", b"x" * 4096),
+        "tar2/pax_digits.tar": good + raw_tar_header(b"a.txt", b"%011o\0" % len(record), b"x", record),
+        "tar2/negative_size.tar": good + raw_tar_header(b"a.txt", b"\xff" * 12) + b"\0" * 1024,
+        "tar2/long_name_bomb.tar": good + raw_tar_header(b"a.txt", b"%011o\0" % (64 << 20), b"L", b"x" * 4096),
     }.items():
         h.put(name, data, "corrupt_archive")
         h.expected[name + "#ok.txt"] = "ok"
