@@ -70,19 +70,20 @@ class Sampler:
 
 
 class TreeRss(Sampler):
-    """Peak resident memory of this process and all its descendants, sampled every `every_s` in a thread.
+    """Peak resident memory of `root` (default: this process) and all its descendants, sampled
+    every `every_s` in a thread.
 
     `peak_total` is the largest sum over the tree seen in one sample, `peak_one` the
     largest single process (bytes).
     """
 
-    def __init__(self, every_s: float = 0.1):
-        self.every_s, self.peak_total, self.peak_one, self.samples = every_s, 0, 0, 0
+    def __init__(self, every_s: float = 0.1, root: int | None = None):
+        self.every_s, self.root, self.peak_total, self.peak_one, self.samples = every_s, root, 0, 0, 0
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def sample(self) -> int:
         rss = []
-        for pid in descendants(process_table()):
+        for pid in descendants(process_table(), self.root):
             try:
                 rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self._page)
             except (OSError, ValueError, IndexError):
