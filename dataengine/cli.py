@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DiskFullError as e:
+        # the other tasks of the failed step hit the same full disk: Ray would echo each of their
+        # errors when their results are freed at exit, after the one line that says it all
+        os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
         print(f"error: {e}", file=sys.stderr)
         return 3
 

@@ -17,11 +17,14 @@ The item plan depends only on the listing (its task order and counts, `item_unit
 on the cluster, so a run resumed on another cluster finds its parts.
 
 Fault injection for the tests: `DATAENGINE_KILL_AFTER_PARTS=N` makes the driver
-SIGKILL itself once N parts are reported committed.
+SIGKILL itself once N parts are reported committed; `DATAENGINE_FULL_AFTER_PARTS=N` makes
+a worker's part write fail with ENOSPC once N parts are committed (a full disk where no
+small filesystem can be mounted).
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -33,6 +36,7 @@ import pyarrow.compute  # noqa: F401 (pa.compute in the workers)
 import pyarrow.parquet as pq
 
 KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
+FULL_AFTER_PARTS = "DATAENGINE_FULL_AFTER_PARTS"
 PARTS = "parts"
 SUMMARY = pa.schema([("item", pa.int64()), ("units", pa.int64()), ("rows", pa.int64()), ("ok", pa.int64())])
 
@@ -100,8 +104,15 @@ class WorkDir:
 def write_part(table: pa.Table, path: Path) -> None:
     """Whole or absent: a temporary name per writer, then an atomic rename (a retry writes the same bytes)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=4096)
-    os.replace(tmp, path)
+    try:
+        full_after = os.environ.get(FULL_AFTER_PARTS)
+        if full_after and len(list(path.parent.glob("part-*.parquet"))) >= int(full_after):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        pq.write_table(table, tmp, compression="zstd", compression_level=1, row_group_size=4096)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the half-written file
+        raise
 
 
 class ItemWorker:

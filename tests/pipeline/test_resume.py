@@ -1,6 +1,8 @@
-"""A run killed with SIGKILL (while tokenizing, while writing) and started again writes what an uninterrupted run writes."""
+"""A run killed with SIGKILL (while tokenizing, while writing), or stopped by a full disk, and
+started again writes what an uninterrupted run writes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from corpus_factory import make_mixed_corpus, tiny_recipe
+from dataengine import diskspace
 from dataengine.pipeline.run import run_pipeline
 from dataengine.recipe import load_recipe
 
@@ -105,3 +108,79 @@ def test_a_worker_killed_mid_run_is_retried_without_duplicates(setup):
     assert proc.returncode == 0, stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert fingerprint(manifest) == fingerprint(setup["reference"])
+
+
+def _private_mounts() -> list[str] | None:
+    """A command prefix giving a private mount namespace where a small tmpfs can be mounted (as
+    root, or as a user where user namespaces are allowed); None where neither works."""
+    unshare = shutil.which("unshare")
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d; rc=$?; rmdir $d; exit $rc"
+    for prefix in ([unshare, "--mount"], [unshare, "--user", "--map-root-user", "--mount"]) if unshare else ():
+        try:
+            if subprocess.run(prefix + ["sh", "-c", probe], capture_output=True, timeout=60).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None
+
+
+# Both runs in one namespace: the tmpfs (and the partial folders on it) lives as long as the shell.
+ON_SMALL_DISK = """set -u
+mount -t tmpfs -o size="$SIZE" tmpfs "$DISK" || exit 90
+run() { "$PY" -m dataengine.cli run "$RECIPE" --input "$CORPUS" --output "$DISK/out" --address local; }
+run >"$LOGS/full.log" 2>&1; echo $? >"$LOGS/full.rc"
+[ -e "$DISK/out" ] && touch "$LOGS/out-existed"
+mount -o remount,size=256m "$DISK" || exit 91
+run >"$LOGS/again.log" 2>&1; echo $? >"$LOGS/again.rc"
+cp "$DISK/out/manifest.json" "$DISK/out/rejects.parquet" "$LOGS/" 2>/dev/null
+ls -A "$DISK" >"$LOGS/beside.txt"
+"""
+
+
+def _check_disk_full(log: str, out: Path) -> None:
+    assert "error: the disk holding" in log and " is full (" in log, log[-3000:]
+    assert "nothing was written to OUT" in log and "Traceback" not in log, log[-3000:]
+    assert "Unhandled error" not in log, log[-3000:]  # the failed step's other tasks stay quiet
+    assert not out.exists()
+
+
+def test_a_full_tmpfs_is_a_clear_error_and_the_rerun_with_room_writes_the_same_shards(setup):
+    prefix = _private_mounts()
+    if prefix is None:
+        pytest.skip("no private mount namespace here (unshare --mount, as root or in a user namespace); "
+                    "test_a_simulated_full_disk covers the error path")
+    base, ref = setup["base"], setup["base"] / "reference"
+    disk, logs = base / "small-disk", base / "small-disk-logs"
+    disk.mkdir()
+    logs.mkdir()
+    # room for the tokenizers, the listing and every candidate part, not for the shards after them
+    size = diskspace.tree_bytes(ref / "tokenizers", ref / "cache") + 128 * 1024
+    env = {**os.environ, "SIZE": str(size), "DISK": str(disk), "LOGS": str(logs), "PY": sys.executable,
+           "RECIPE": str(setup["recipe"]), "CORPUS": str(base / "corpus")}
+    done = subprocess.run(prefix + ["sh", "-c", ON_SMALL_DISK], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    full = (logs / "full.log").read_text()
+    assert (logs / "full.rc").read_text().strip() == "3", full[-3000:]
+    _check_disk_full(full, logs / "out-existed")
+    assert "while curating and writing the shards" in full, full[-3000:]
+    again = (logs / "again.log").read_text()
+    assert (logs / "again.rc").read_text().strip() == "0", again[-3000:]
+    assert "resuming:" in again  # the decoded and tokenized parts on the full disk were reused
+    assert fingerprint(json.loads((logs / "manifest.json").read_text())) == fingerprint(setup["reference"])
+    assert (logs / "rejects.parquet").read_bytes() == (ref / "rejects.parquet").read_bytes()
+    assert (logs / "beside.txt").read_text().split() == ["out"]  # nothing partial left beside OUT
+
+
+def test_a_simulated_full_disk_while_decoding_is_a_clear_error_and_resumes(setup):
+    out = setup["base"] / "out-enospc"
+    first = cli_run(setup, out, DATAENGINE_FULL_AFTER_PARTS="2")
+    assert first.returncode == 3, first.stderr[-3000:]
+    _check_disk_full(first.stderr, out)
+    assert "while decoding and tokenizing" in first.stderr
+    parts = setup["base"] / ".out-enospc.work" / "parts"
+    assert len(list(parts.glob("part-*.parquet"))) >= 2
+    assert not list(parts.glob(".*.tmp")), "a failed part write must not leave its temporary file"
+    second = cli_run(setup, out)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming:" in second.stdout + second.stderr
+    assert fingerprint(json.loads((out / "manifest.json").read_text())) == fingerprint(setup["reference"])
