@@ -4,7 +4,9 @@ PyAV reads only the bytes given, with only the video demuxers (MP4/MOV, Matroska
 AVI) and no protocols (`decode.containers`). It reads the container header first
 (streams, frame size, duration) so the pixel cap is enforced before any frame is decoded. Frames are decoded with PyAV
 (sequentially, converting only the sampled frames); the audio track too
-(decord's AudioReader leaks memory). Frames are not resized here.
+(decord's AudioReader leaks memory). Sampled frames are converted straight to the size the
+caller will use (`short_side`: the tokenizer's and the stats' need), never held at their native
+size: a tiny file declaring 4K frames costs a few 4K frames inside FFmpeg, not T of them in RGB.
 
 decord is available as ``backend="decord"`` (PyAV takes over when decord cannot
 read the data) but is not the default: its bundled FFmpeg crashes the whole
@@ -44,6 +46,8 @@ class DecodedVideo:
     audio: np.ndarray | None  # float32 [N] mono in [-1, 1]; None: no audio stream
     sample_rate: int  # of `audio`
     truncated: bool  # True when max_seconds / max_frames cut the video short
+    width: int  # the stream's own frame size (before any `short_side` scaling)
+    height: int
 
 
 @dataclass
@@ -111,6 +115,15 @@ def _probe(data: bytes) -> _Probe:
                       float(rate) if rate else 0.0, duration)
 
 
+def out_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) of the converted frames: scaled down (never up) so the shorter side is at
+    most `short_side`, the aspect ratio kept; the native size when `short_side` is None."""
+    if not short_side or width <= 0 or height <= 0 or min(width, height) <= short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _targets(span: float, fps: float, max_frames: int) -> np.ndarray:
     """Sample times k / fps below `span`, at most `max_frames` of them."""
     count = min(max_frames, max(1, math.ceil(span * fps - 1e-6)))
@@ -133,13 +146,14 @@ class _Frames:
     capped: bool  # max_seconds / max_frames stopped sampling before the end
 
 
-def _frames_decord(data: bytes, fps: float, max_seconds: float, max_frames: int) -> _Frames | None:
-    """Frames via decord; None if decord cannot read the data."""
+def _frames_decord(data: bytes, fps: float, max_seconds: float, max_frames: int,
+                   size: tuple[int, int]) -> _Frames | None:
+    """Frames via decord at `size` (width, height); None if decord cannot read the data."""
     import torch  # noqa: F401, PLC0415 - must be imported before decord
     import decord  # noqa: PLC0415
 
     try:
-        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0))
+        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), width=size[0], height=size[1])
         count = len(reader)
         if count == 0:
             return None
@@ -159,9 +173,9 @@ def _frames_decord(data: bytes, fps: float, max_seconds: float, max_frames: int)
 
 
 def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, max_pixels: int,
-                 probe: _Probe) -> _Frames:
-    """Frames via sequential PyAV decoding; only the sampled frames are converted to RGB
-    (all at the first frame's size, should the stream change resolution midway)."""
+                 probe: _Probe, short_side: int | None) -> _Frames:
+    """Frames via sequential PyAV decoding; only the sampled frames are converted to RGB, at
+    `out_size` of the first frame (all alike, should the stream change resolution midway)."""
     fps_eff = min(fps, probe.source_fps) if probe.source_fps > 0 else fps
     frame_s = 1.0 / (probe.source_fps or fps_eff)
     span = min(max_seconds, max_frames / fps_eff, probe.duration_s or math.inf)
@@ -185,7 +199,7 @@ def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, m
                 # every target before this frame's start shows the previous frame
                 while prev is not None and len(picked) < len(targets) and targets[len(picked)] < t - 1e-6:
                     if prev_rgb is None:
-                        size = size or (prev.width, prev.height)
+                        size = size or out_size(prev.width, prev.height, short_side)
                         prev_rgb = prev.to_ndarray(width=size[0], height=size[1], format="rgb24")
                     picked.append(prev_rgb)
                 if t >= span - 1e-6:  # there is video at or after the span's end
@@ -196,7 +210,7 @@ def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, m
             if prev is None:
                 raise RejectError("corrupt", f"cannot decode video frames: {exc}") from None
         if prev is not None and prev_rgb is None:
-            size = size or (prev.width, prev.height)
+            size = size or out_size(prev.width, prev.height, short_side)
             prev_rgb = prev.to_ndarray(width=size[0], height=size[1], format="rgb24")
     if prev_rgb is None:
         raise RejectError("no_frames", "the video stream has no decodable frames")
@@ -212,8 +226,12 @@ def _frames_pyav(data: bytes, fps: float, max_seconds: float, max_frames: int, m
 
 
 def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int,
-                 max_pixels: int, sample_rate: int, backend: str = "pyav") -> DecodedVideo:
+                 max_pixels: int, sample_rate: int, backend: str = "pyav",
+                 short_side: int | None = None) -> DecodedVideo:
     """Decode a video: frames sampled at `fps` (see the module doc) and its audio track.
+
+    `short_side`: frames are converted scaled down so their shorter side is at most this
+    (`out_size`); None keeps the native size (`max_pixels` bounds it).
 
     `backend` picks the frame decoder: "pyav" (default, safe on damaged data)
     or "decord" (random access; falls back to PyAV when it cannot read the data).
@@ -238,11 +256,12 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
     sampled = None
     if backend == "decord":
         _check_packets(data)
-        sampled = _frames_decord(data, fps, max_seconds, max_frames)
+        size = out_size(probe.width, probe.height, short_side) if probe.width > 0 < probe.height else (-1, -1)
+        sampled = _frames_decord(data, fps, max_seconds, max_frames, size)  # -1: decord's native size
     elif backend != "pyav":
         raise ValueError(f"backend must be 'pyav' or 'decord', got {backend!r}")
     if sampled is None:
-        sampled = _frames_pyav(data, fps, max_seconds, max_frames, max_pixels, probe)
+        sampled = _frames_pyav(data, fps, max_seconds, max_frames, max_pixels, probe, short_side)
     frames = sampled.frames
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
         raise RejectError("no_frames", f"decoded frames have shape {frames.shape}")
@@ -261,4 +280,6 @@ def decode_video(data: bytes, *, fps: float, max_seconds: float, max_frames: int
         audio=None if track is None else track[0],
         sample_rate=int(sample_rate),
         truncated=bool(sampled.capped),
+        width=int(probe.width or frames.shape[2]),
+        height=int(probe.height or frames.shape[1]),
     )

@@ -30,6 +30,7 @@ from safetensors.numpy import save as st_save
 from dataengine import decode as D
 from dataengine import storage
 from dataengine.curate.stats import content_hash, item_stats, stats_json
+from dataengine.curate.stats_visual import VIDEO_ANALYSIS_SIDE
 from dataengine.decode.source import check_unchanged
 from dataengine.errors import RejectError
 from dataengine.manifest_input import manifest_of
@@ -48,7 +49,7 @@ DECODED_SCHEMA = pa.schema([
     ("lineage", pa.string()),   # JSON [{path, sha256, role}]
     ("meta", pa.string()),      # JSON
     ("arrays", pa.binary()),    # safetensors bytes of the decoded arrays
-    ("content_hash", pa.string()),  # sha256 hex of the full-resolution decoded payload ("" for rejects)
+    ("content_hash", pa.string()),  # sha256 hex of the decoded payload, before the tokenizer's resize ("" for rejects)
     ("stats", pa.string()),     # JSON object of quality stats, keys from curate.stats.STAT_FIELDS
     ("unit_rows", pa.int32()),  # rows this row's unit produced: a resumed run knows when a unit is complete
 ])
@@ -163,7 +164,8 @@ class DecodeStage:
         return inline.get("metadata")
 
     def _describe(self, kind: str, full: dict, text: str | None, smeta: dict, meta: dict) -> tuple[str, str]:
-        """(content_hash, stats JSON) of one item from its FULL-resolution decode."""
+        """(content_hash, stats JSON) of one item from its decode before the tokenizer's resize
+        (images at full resolution; video frames at the stats' and tokenizer's short side)."""
         digest = content_hash(full, text)
         if not self.stats:
             return digest, "{}"
@@ -193,9 +195,11 @@ class DecodeStage:
         if kind == "video":
             v = D.decode_video(data, fps=c.video.fps, max_seconds=c.video.max_seconds,
                                max_frames=c.video.max_frames, max_pixels=c.video.max_pixels,
-                               sample_rate=c.audio.sample_rate, backend=c.video.backend)
+                               sample_rate=c.audio.sample_rate, backend=c.video.backend,
+                               short_side=max(self.image_size, VIDEO_ANALYSIS_SIDE))  # what tokens and stats use
             meta.update({"fps": v.fps, "duration_s": v.duration_s, "truncated": v.truncated,
-                         "frames": int(v.frames.shape[0]), "has_audio": v.audio is not None})
+                         "frames": int(v.frames.shape[0]), "has_audio": v.audio is not None,
+                         "width": v.width, "height": v.height})
             full = {"frames": v.frames} if v.audio is None else {"frames": v.frames, "audio": v.audio}
             described = self._describe("video", full, None, meta, meta)
             frames = np.stack([D.square_resize(f, self.image_size) for f in v.frames])

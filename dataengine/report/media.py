@@ -18,6 +18,7 @@ from dataengine import decode as D
 from dataengine import mediaio
 
 THUMB = 128          # px, the side of image and video thumbnails
+REPORT_VIDEO_SIDE = 2 * THUMB  # video frames are decoded with at most this short side (never at 4K)
 MAX_AUDIO_S = 4.0    # seconds of audio embedded per player
 MAX_GIF_FRAMES = 24
 
@@ -112,7 +113,7 @@ def decode_original(kind: str, path: Path, meta: dict, *, sample_rate: int, side
         fps = float(meta.get("fps") or 2.0)
         n = int(meta.get("frames") or 8)
         v = D.decode_video(data, fps=fps, max_seconds=n / fps + 1e-3, max_frames=n, max_pixels=8_294_400,
-                           sample_rate=sample_rate)
+                           sample_rate=sample_rate, short_side=REPORT_VIDEO_SIDE)
         return v.frames, v.fps
     if kind == "audio":
         wave, _ = D.decode_audio(data, sample_rate=sample_rate, max_seconds=MAX_AUDIO_S)

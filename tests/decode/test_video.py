@@ -78,7 +78,7 @@ def test_decord_backend_gives_the_same_frames(media, videos, name):
 def test_decord_backend_falls_back_to_pyav(media, videos, monkeypatch):
     frames = [Image.new("RGB", (32, 32), (i * 50, 0, 0)) for i in range(5)]
     gif = media.encode_image(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    assert video_mod._frames_decord(gif, 10.0, 60.0, 100) is None  # decord cannot open a GIF
+    assert video_mod._frames_decord(gif, 10.0, 60.0, 100, (-1, -1)) is None  # decord cannot open a GIF
     v = decode_video(gif, **{**KW, "fps": 10.0}, backend="decord")
     assert [int(f[0, 0, 0]) for f in v.frames] == [0, 50, 100, 150, 200]
     monkeypatch.setattr(video_mod, "_frames_decord", lambda *a, **k: None)
@@ -125,3 +125,44 @@ def test_pixel_cap_is_checked_before_decoding(videos, monkeypatch):
     for backend in ("pyav", "decord"):
         err = _reason(videos["mp4_h264_aac"], max_pixels=64 * 48 - 1, backend=backend)
         assert err.reason == "too_many_pixels" and "64x48" in err.detail
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_short_side_scales_the_frames_down_never_up(media, videos, backend):
+    v = decode_video(videos["mp4_h264_aac"], **KW, backend=backend, short_side=24)
+    assert v.frames.shape == (6, 24, 32, 3) and (v.width, v.height) == (64, 48)  # aspect kept, native size told
+    assert np.abs(v.frames[2, 12, 16].astype(int) - media.frame_colour(10)).max() <= 6
+    same = decode_video(videos["mp4_h264_aac"], **KW, backend=backend, short_side=480)
+    assert same.frames.shape == (6, 48, 64, 3)
+
+
+def test_a_tiny_file_declaring_4k_frames_is_decoded_small(tmp_path):
+    """A few KB of H.264 at 3840x2160: the sampled frames are converted at the short side asked for,
+    so the decode's peak memory is a few 4K frames inside FFmpeg, not 41 of them in RGB (1 GB)."""
+    import subprocess
+    import sys
+
+    import av
+
+    path = tmp_path / "4k.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "51"})
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((2160, 3840, 3), np.uint8), format="rgb24")
+        for i in range(41):
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    assert path.stat().st_size < 200_000
+    code = ("from dataengine.decode.video import decode_video; "
+            f"v = decode_video(open({str(path)!r}, 'rb').read(), fps=10.0, max_seconds=10.0, max_frames=41, "
+            "max_pixels=8_294_400, sample_rate=16000, short_side=128); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]; "
+            "print(v.frames.shape, v.width, v.height, int(hwm) // 1024)")  # not ru_maxrss: it keeps the forked parent's
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shape, width, height, peak_mib = done.stdout.rsplit(" ", 3)
+    assert shape == "(41, 128, 228, 3)" and (width, height) == ("3840", "2160")
+    assert int(peak_mib) < 500, f"peak RSS {peak_mib} MiB decoding a tiny 4K video of {path.stat().st_size} B"
