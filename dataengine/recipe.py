@@ -121,7 +121,7 @@ class Execution:
     # sample groups per work item: one candidate part, written by the worker, the unit of resume; 0 = about
     # 64 items of 8..1024 groups (pipeline/items.py), decided by the number of groups alone, never the cluster
     item_units: int = 0
-    max_unit_crashes: int = 2     # a sample that kills its decode worker this many times is rejected (decoder_crashed)
+    max_unit_crashes: int = 2     # a sample that kills its worker this many times is rejected (decoder_/tokenizer_crashed)
     # when OUT is on object storage (s3://...): the folder that holds the run's local mirror of OUT and its work
     # files, then uploaded (dataengine/publish.py); on a cluster one every node sees. "" = ~/.cache/dataengine/outputs
     work_dir: str = ""

@@ -82,7 +82,8 @@ class DecodeStage:
         guard = guard or UnitGuard(self.ledger, [u["unit_id"] for u in units])
         for unit in units:
             if guard.rejected(unit["unit_id"]):  # it killed the worker max_unit_crashes times: never again
-                produced = self._media_failed(unit, None, "decoder_crashed", guard.detail(unit))
+                stage, reason = guard.reason(unit["unit_id"])
+                produced = self._media_failed(unit, None, reason, guard.detail(unit), stage=stage)
             else:
                 guard.started(unit["unit_id"])
                 maybe_crash(unit["media"])  # fault injection (DATAENGINE_CRASH_ON); nothing when unset
@@ -222,19 +223,20 @@ class DecodeStage:
         raise RejectError("unsupported_kind", f"no decoder for {kind!r}")
 
     @staticmethod
-    def _media_failed(u: dict, companions: list[dict] | None, reason: str, detail: str) -> list[dict]:
+    def _media_failed(u: dict, companions: list[dict] | None, reason: str, detail: str,
+                      stage: str = "decode") -> list[dict]:
         """Reject the media file, and its caption/sidecar with it: they have no sample to join.
 
         `companions` are the caption/sidecar/manifest-row entries that decoded fine (None: the
         media failed before they were read, so every companion of the unit).
         """
-        rows = [_reject(u, u["media"], "decode", reason, detail)]
+        rows = [_reject(u, u["media"], stage, reason, detail)]
         if companions is None:
             paths = [p for p in (u.get("caption"), u.get("sidecar"), u.get("row")) if p]
         else:
             paths = [c["path"] for c in companions]
         for path in paths:
-            rows.append(_reject(u, path, "decode", "media_rejected",
+            rows.append(_reject(u, path, stage, "media_rejected",
                                 f"its media file {u['media']} was rejected ({reason})"))
         return rows
 

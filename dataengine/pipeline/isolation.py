@@ -1,4 +1,5 @@
-"""Crash isolation: a sample that kills its decode worker every time is rejected, not retried forever.
+"""Crash isolation: a sample that kills its worker every time, decoding or tokenizing, is rejected,
+not retried forever.
 
 A Python exception in a decoder is already a reject (`decoder_error`). A HARD
 crash is not: a segfault in a native decoder, `os._exit`, an out-of-memory kill
@@ -26,8 +27,15 @@ same file forever. This module turns that into a reject row:
   process), and reports "finished" the same way. When a careful attempt dies,
   the crash is charged to the LAST unit it started, exactly; the units it
   finished before and those it never reached are innocent and decode normally.
+- Tokenizing is watched the same way: a careful attempt tokenizes its rows one
+  at a time and reports each unit before tokenizing it (stage "tokenize"), so a
+  tokenizer that dies on a sample (a native kernel's fault, an out-of-memory
+  kill) is pinned on that sample. Outside careful attempts tokenizing is
+  batched and reports nothing.
 - A unit charged `max_unit_crashes` times is not decoded again: it becomes a
-  reject (stage "decode", reason "decoder_crashed") with its caption/sidecar.
+  reject (stage "decode", reason "decoder_crashed", or stage "tokenize",
+  reason "tokenizer_crashed", after the stage of its last crash) with its
+  caption/sidecar.
   A sample that always crashes so kills max_unit_crashes + 1 workers. Each death
   either charges a unit or turns watching on, so Ray's unbounded retries end.
   (`run.py` passes no `max_retries`: any remote argument on the decode stage
@@ -37,7 +45,8 @@ Without a ledger (a DecodeStage used directly: tokenizer fitting, benches) the
 guard is a no-op and decoding behaves as before.
 
 Fault injection for the tests: `DATAENGINE_CRASH_ON=<substring of a media path>`
-makes the decode worker kill itself (SIGSEGV) on a matching unit, every time.
+makes the decode worker kill itself (SIGSEGV) on a matching unit, every time;
+`DATAENGINE_TOKENIZE_CRASH_ON` does the same when tokenizing the unit's rows.
 """
 from __future__ import annotations
 
@@ -48,6 +57,7 @@ import uuid
 from dataclasses import dataclass, field
 
 CRASH_ENV = "DATAENGINE_CRASH_ON"
+TOKENIZE_CRASH_ENV = "DATAENGINE_TOKENIZE_CRASH_ON"
 
 
 @dataclass
@@ -55,7 +65,8 @@ class _Attempt:
     units: tuple[str, ...]
     where: str                  # "pid P on node N": where to find the dead worker's log
     careful: bool               # it reports each unit before decoding it, and waits for the acknowledgement
-    last: str | None = None     # the unit it was decoding (None: it died before starting one)
+    last: str | None = None     # the unit it was working on (None: it died before starting one, or between)
+    stage: str = "decode"       # what it was doing to `last`: "decode" or "tokenize"
 
 
 @dataclass
@@ -65,6 +76,7 @@ class CrashLedger:
     max_crashes: int
     crashes: dict[str, int] = field(default_factory=dict)        # unit_id -> crashes charged to it
     crash_sites: dict[str, list[str]] = field(default_factory=dict)  # unit_id -> where each crash happened
+    crash_stage: dict[str, str] = field(default_factory=dict)        # unit_id -> stage of its last crash
     suspects: set[str] = field(default_factory=set)              # units of batches whose worker died
     _open: dict[str, _Attempt] = field(default_factory=dict)     # attempt -> still running (or dead)
     _holders: dict[str, set[str]] = field(default_factory=dict)  # unit_id -> open attempts holding it
@@ -75,6 +87,7 @@ class CrashLedger:
         Returns {"reject": {unit_id: crashes} for units not to decode again,
                  "crashes": {unit_id: crashes} for every unit charged before,
                  "sites": {unit_id: [where, ...]} for the rejected ones,
+                 "stages": {unit_id: "decode" | "tokenize"} the stage of their last crash,
                  "careful": whether to report each unit (the batch holds suspects)}.
         """
         dead = sorted({a for u in unit_ids for a in self._holders.get(u, ()) if a != attempt})
@@ -84,6 +97,7 @@ class CrashLedger:
             if gone.careful and gone.last is not None:  # a careful attempt knew what it was decoding
                 self.crashes[gone.last] = self.crashes.get(gone.last, 0) + 1
                 self.crash_sites.setdefault(gone.last, []).append(gone.where)
+                self.crash_stage[gone.last] = gone.stage
         self._close(attempt)  # a re-sent begin of the same attempt starts it afresh
         charged = {u: self.crashes[u] for u in unit_ids if u in self.crashes}
         reject = {u: n for u, n in charged.items() if n >= self.max_crashes}
@@ -92,12 +106,12 @@ class CrashLedger:
         for u in unit_ids:
             self._holders.setdefault(u, set()).add(attempt)
         return {"reject": reject, "crashes": charged, "sites": {u: self.crash_sites[u] for u in reject},
-                "careful": careful}
+                "stages": {u: self.crash_stage[u] for u in reject}, "careful": careful}
 
-    def started(self, attempt: str, unit_id: str) -> None:
+    def started(self, attempt: str, unit_id: str | None, stage: str = "decode") -> None:
         a = self._open.get(attempt)
         if a is not None:
-            a.last = unit_id
+            a.last, a.stage = unit_id, stage
 
     def finished(self, attempt: str) -> None:
         self._close(attempt)
@@ -159,7 +173,7 @@ class UnitGuard:
 
     def __init__(self, ledger_name: str | None, unit_ids: list[str]):
         self._actor = None
-        self.verdict: dict = {"reject": {}, "crashes": {}, "sites": {}, "careful": False}
+        self.verdict: dict = {"reject": {}, "crashes": {}, "sites": {}, "stages": {}, "careful": False}
         if not ledger_name:
             return
         import ray
@@ -179,14 +193,25 @@ class UnitGuard:
         """How many crashes a unit that must not be decoded again caused (0: decode it)."""
         return self.verdict["reject"].get(unit_id, 0)
 
-    def started(self, unit_id: str) -> None:
-        """Before decoding a unit: a careful attempt tells the ledger, and waits (a healthy batch says nothing)."""
-        if self._actor is not None and self.verdict["careful"]:
-            self._call(self._actor.started.remote(self._attempt, unit_id))
+    @property
+    def careful(self) -> bool:
+        """The attempt holds suspects: it reports each unit before working on it (tokenizing one at a time)."""
+        return self._actor is not None and bool(self.verdict["careful"])
+
+    def reason(self, unit_id: str) -> tuple[str, str]:
+        """(stage, reason) of a rejected unit: where its last crash happened."""
+        stage = self.verdict["stages"].get(unit_id, "decode")
+        return stage, "tokenizer_crashed" if stage == "tokenize" else "decoder_crashed"
+
+    def started(self, unit_id: str, stage: str = "decode") -> None:
+        """Before decoding (or tokenizing) a unit: a careful attempt tells the ledger, and waits (a healthy
+        batch says nothing)."""
+        if self.careful:
+            self._call(self._actor.started.remote(self._attempt, unit_id, stage))
 
     def paused(self) -> None:
-        """Between decodes (the worker tokenizes now): a careful attempt tells the ledger no unit is being
-        decoded, so a crash from here on is pinned on none (a tokenizer crash is not a unit's)."""
+        """Between units (decoded, not yet tokenized; tokenized, not yet written): a careful attempt tells the
+        ledger no unit is being worked on, so a crash from here on is pinned on none."""
         if self._actor is not None and self.verdict["careful"]:
             self._call(self._actor.started.remote(self._attempt, None))
 
@@ -209,6 +234,13 @@ class UnitGuard:
         """The reject's detail: how often it crashed, where the logs are, how to reproduce it alone."""
         uid, kind = unit["unit_id"], unit["kind"]
         sites = "; ".join(self.verdict["sites"].get(uid, [])) or "unknown"
+        if self.reason(uid)[0] == "tokenize":
+            return (f"tokenizing this sample killed the tokenizer worker process every time (a crash in a native "
+                    f"kernel, or an out-of-memory kill): {self.rejected(uid)} deaths pinned on it after a first "
+                    f"death of its work item, so it was not processed again (execution.max_unit_crashes). Dead "
+                    f"workers: {sites}; logs in /tmp/ray/session_latest/logs/worker-*-PID.err on that node. It "
+                    f"decoded fine. Reproduce it alone: `dataengine run RECIPE --input DIR` where DIR holds only "
+                    f"{unit['media']} (and its caption)")
         fn = f"decode_{kind}" if kind in ("image", "audio", "video", "sensor") else "decode_text"
         return (f"decoding this file killed the decode worker process every time (a crash in a native decoder, "
                 f"or an out-of-memory kill): {self.rejected(uid)} deaths pinned on it after a first death of its "
@@ -218,9 +250,10 @@ class UnitGuard:
                 f"'rb').read(), ...)\" (run from the source folder; faulthandler prints the native stack)")
 
 
-def maybe_crash(media_path: str) -> None:
-    """Fault injection: die like a native decoder's segfault when `DATAENGINE_CRASH_ON` is in `media_path`."""
-    needle = os.environ.get(CRASH_ENV)
+def maybe_crash(media_path: str, env: str = CRASH_ENV) -> None:
+    """Fault injection: die like a native decoder's segfault when `DATAENGINE_CRASH_ON` (or `env`) is in
+    `media_path`."""
+    needle = os.environ.get(env)
     if needle and needle in media_path:
         os.kill(os.getpid(), signal.SIGSEGV)
         os._exit(139)  # SIGSEGV was caught by a handler that returned: die anyway

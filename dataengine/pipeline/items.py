@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute in the workers)
 import pyarrow.parquet as pq
 
+from dataengine.pipeline.isolation import TOKENIZE_CRASH_ENV, maybe_crash
+
 KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
 FULL_AFTER_PARTS = "DATAENGINE_FULL_AFTER_PARTS"
 PARTS = "parts"
@@ -125,6 +127,14 @@ class ItemWorker:
         self.tokenize = TracedTokenizeStage(**tokenize_kwargs)
         self.parts = Path(parts_dir)
         self.decode_batch, self.tokenize_batch = decode_batch, tokenize_batch
+        self.crash_on = os.environ.get(TOKENIZE_CRASH_ENV)  # fault injection (pipeline.isolation)
+
+    def _maybe_crash(self, rows: pa.Table) -> None:
+        """Fault injection: die while tokenizing a decoded row of a matching input (`DATAENGINE_TOKENIZE_CRASH_ON`)."""
+        if self.crash_on:
+            for status, path in zip(rows.column("status").to_pylist(), rows.column("path").to_pylist()):
+                if status == "ok":
+                    maybe_crash(path, TOKENIZE_CRASH_ENV)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from dataengine.listing import read_units
@@ -140,9 +150,15 @@ class ItemWorker:
             results = []
             for s in range(0, units.num_rows, self.decode_batch):
                 decoded = self.decode(units.slice(s, self.decode_batch), guard=guard).cast(DECODED_SCHEMA)
-                guard.paused()  # tokenizing now: a crash here is no unit's
-                for t in range(0, decoded.num_rows, self.tokenize_batch):
-                    results.append(self.tokenize(decoded.slice(t, self.tokenize_batch)))
+                guard.paused()  # decoded: a crash before the next report is no unit's
+                step = 1 if guard.careful else self.tokenize_batch  # careful: a crash is pinned on one unit
+                for t in range(0, decoded.num_rows, step):
+                    rows = decoded.slice(t, step)
+                    if guard.careful:
+                        guard.started(rows.column("unit_id")[0].as_py(), "tokenize")
+                    self._maybe_crash(rows)
+                    results.append(self.tokenize(rows))
+                guard.paused()
             guard.finished()
             table = pa.concat_tables(results).cast(RESULT_SCHEMA) if results else RESULT_SCHEMA.empty_table()
             write_part(table, self.parts / part_name(item))

@@ -1,4 +1,5 @@
-"""A sample that hard-crashes its decode worker every time is rejected (decoder_crashed); the run still finishes."""
+"""A sample that hard-crashes its worker every time, decoding (decoder_crashed) or tokenizing
+(tokenizer_crashed), is rejected; the run still finishes."""
 import os
 import subprocess
 import sys
@@ -9,10 +10,11 @@ import pytest
 
 from corpus_factory import TINY_TOKENIZERS, make_duplicates_corpus, tiny_recipe
 from dataengine.errors import RecipeError
-from dataengine.pipeline.isolation import CRASH_ENV, CrashLedger
+from dataengine.pipeline.isolation import CRASH_ENV, TOKENIZE_CRASH_ENV, CrashLedger
 from dataengine.recipe import load_recipe
 
 CRASHER = "chelsea.png"  # its caption chelsea.txt must be rejected with it
+TOKENIZE_CRASHER = "rocket.png"  # decodes fine, kills the worker while tokenizing; rocket.txt goes with it
 
 
 # ---------------------------------------------------------------------------------------- attribution
@@ -22,7 +24,7 @@ def test_a_dead_careful_attempt_charges_only_the_unit_it_was_decoding():
     assert led.begin("a1", batch)["careful"] is False  # a healthy batch reports no unit
     led.started("a1", "u2")  # (not sent by a fast attempt: the ledger must not rely on it)
     v = led.begin("a2", batch, where="pid 5")  # a1 died: its units are suspects, nobody is charged yet
-    assert v == {"reject": {}, "crashes": {}, "sites": {}, "careful": True} and led.summary() == {}
+    assert v == {"reject": {}, "crashes": {}, "sites": {}, "stages": {}, "careful": True} and led.summary() == {}
     led.started("a2", "u1")
     led.started("a2", "u2")  # dies here: u1 was done, u3 never reached
     v = led.begin("a3", batch, where="pid 7")
@@ -56,6 +58,24 @@ def test_finished_running_and_empty_attempts_are_not_charged():
     assert led.summary() == {"u4": 1} and v["reject"] == {"u4": 1} and v["careful"] is True
 
 
+def test_a_crash_while_tokenizing_is_charged_to_that_unit_with_its_stage():
+    led = CrashLedger(max_crashes=2)
+    batch = ["u1", "u2"]
+    led.begin("a1", batch)  # dies somewhere: suspects
+    for attempt, nxt in (("a2", "a3"), ("a3", "a4")):
+        assert led.begin(attempt, batch)["careful"] is True
+        led.started(attempt, "u1")
+        led.started(attempt, "u2")
+        led.started(attempt, None)  # both decoded
+        led.started(attempt, "u1", "tokenize")
+        led.started(attempt, "u2", "tokenize")  # dies tokenizing u2
+    v = led.begin("a4", batch)
+    assert v["reject"] == {"u2": 2} and v["stages"] == {"u2": "tokenize"} and led.summary() == {"u2": 2}
+    led.started("a4", "u1", "tokenize")
+    led.started("a4", None)  # tokenized everything, dies writing its part: nobody is charged
+    assert led.begin("a5", batch)["reject"] == {"u2": 2} and led.summary() == {"u2": 2}
+
+
 def test_max_unit_crashes_is_validated(tmp_path):
     path = tiny_recipe(tmp_path, execution={"max_unit_crashes": 0})
     with pytest.raises(RecipeError, match="max_unit_crashes"):
@@ -76,7 +96,8 @@ def run(tmp_path_factory):
                                       "dedup": {"exact": False, "near": False}})
     cmd = [sys.executable, "-m", "dataengine.cli", "run", str(recipe_path), "--input", str(corpus),
            "--output", str(base / "out")]  # its own Ray: the fault injection reaches the workers by env
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, CRASH_ENV: CRASHER})
+    env = {**os.environ, CRASH_ENV: CRASHER, TOKENIZE_CRASH_ENV: TOKENIZE_CRASHER}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     inputs = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file())
     return {"out": base / "out", "inputs": inputs}
@@ -91,13 +112,22 @@ def test_a_sample_that_always_crashes_is_rejected_and_the_run_finishes(run):
     caption = rejects.filter(pl.col("path") == "chelsea.txt").to_dicts()
     assert [(r["stage"], r["reason"]) for r in caption] == [("decode", "media_rejected")]
     assert "decoder_crashed" in caption[0]["detail"]
-    assert rejects.height == 2  # its batch-mates were decoded on the retry, not blamed
+    assert rejects.height == 4  # its batch-mates were decoded on the retry, not blamed
+
+
+def test_a_sample_that_always_crashes_its_tokenizer_is_rejected(run):
+    rejects = pl.read_parquet(run["out"] / "rejects.parquet")
+    crashed = rejects.filter(pl.col("path") == TOKENIZE_CRASHER).to_dicts()
+    assert [(r["stage"], r["reason"]) for r in crashed] == [("tokenize", "tokenizer_crashed")]
+    assert "2 deaths pinned on it" in crashed[0]["detail"] and "tokenizer worker" in crashed[0]["detail"]
+    caption = rejects.filter(pl.col("path") == "rocket.txt").to_dicts()
+    assert [(r["stage"], r["reason"]) for r in caption] == [("tokenize", "media_rejected")]
 
 
 def test_every_other_sample_is_in_the_shards_exactly_once(run):
     seq = pl.read_parquet(run["out"] / "parquet" / "*.parquet")
     assert seq["id"].n_unique() == seq.height  # a retried batch wrote nothing twice
     uses = Counter(lin["path"] for lins in seq["lineage"].to_list() for lin in lins)
-    want = [p for p in run["inputs"] if p not in (CRASHER, "chelsea.txt")]
+    want = [p for p in run["inputs"] if p not in (CRASHER, "chelsea.txt", TOKENIZE_CRASHER, "rocket.txt")]
     assert len(want) >= 10 and {p: uses[p] for p in want} == dict.fromkeys(want, 1)
     assert set(uses) == set(want)
