@@ -2,7 +2,9 @@
 
 Files that share a stem in one folder form one group. A group with a media file
 (image, audio, video, sensor) becomes one unit per media file, with the group's
-`.txt`/`.md` as caption or transcript and its `.json` as sidecar metadata. A
+`.txt`/`.md` as caption or transcript and its `.json` as sidecar metadata; when
+several media files share a stem, none gets them (each input lands in one place):
+the caption and sidecar are rejected as `shared_caption` / `shared_sidecar`. A
 `.txt`/`.md` with no media sibling is a text document; a `.jsonl` holds records.
 
 A `.tar` is a shard of raw samples (img2dataset / WebDataset style): its
@@ -420,6 +422,14 @@ def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: 
             out.rejects.append(_reject(source, rel, "manifest_sibling", f"its media {taken[0]} is the sample of "
                                        f"{claimed[taken[0]]}, whose caption and metadata come from the manifest; "
                                        "move the text into the manifest row or remove the file"))
+        captions, sidecars = [], []
+    if len(media) > 1 and (captions or sidecars):  # whose caption? a guess would double or misplace it
+        names = ", ".join(rel for _, rel in media)
+        for rel in captions + sidecars:
+            what = "caption" if rel in captions else "sidecar"
+            out.rejects.append(_reject(source, rel, f"shared_{what}", f"{len(media)} media files share its stem "
+                                       f"({names}); give each its own stem and {what} (a.jpg + a.txt, "
+                                       f"b.wav + b.txt); the media files are kept without it"))
         captions, sidecars = [], []
     caption = captions[0] if captions else None
     sidecar = sidecars[0] if sidecars else None

@@ -25,6 +25,8 @@ def test_groups_by_stem_and_rejects_what_it_cannot_use(tmp_path):
     touch(root / "b" / "tool.exe")
     touch(root / "b" / ".DS_Store")
     touch(root / "b" / "huge.png", b"x" * 2000)
+    for name in ("pair.jpg", "pair.wav", "pair.txt", "pair.json"):  # whose caption? neither's
+        touch(root / "c" / name)
     outside = tmp_path / "secret.txt"
     touch(outside)
     os.symlink(outside, root / "b" / "link.txt")
@@ -37,6 +39,8 @@ def test_groups_by_stem_and_rejects_what_it_cannot_use(tmp_path):
     assert units["a/clip.mp4"].kind == "video" and units["a/clip.mp4"].caption is None
     assert units["b/essay.txt"].kind == "text"
     assert units["b/chat.jsonl"].kind == "jsonl"
+    assert units["c/pair.jpg"].caption is units["c/pair.wav"].caption is None
+    assert units["c/pair.jpg"].sidecar is units["c/pair.wav"].sidecar is None
     reasons = {r["path"]: r["reason"] for r in found.rejects}
     assert reasons == {
         "b/lonely.json": "orphan_sidecar",
@@ -44,7 +48,10 @@ def test_groups_by_stem_and_rejects_what_it_cannot_use(tmp_path):
         "b/.DS_Store": "hidden_file",
         "b/huge.png": "file_too_large",
         "b/link.txt": "symlink_outside_root",
+        "c/pair.txt": "shared_caption",
+        "c/pair.json": "shared_sidecar",
     }
+    assert "pair.jpg, c/pair.wav" in {r["path"]: r["detail"] for r in found.rejects}["c/pair.txt"]
     # every file is either used by a unit or rejected, exactly once
     used = {p for u in found.units for _, p in u.files()}
     seen = {p for _, p in found.files}

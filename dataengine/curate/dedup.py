@@ -3,7 +3,9 @@
     rows ─► exact: equal (kind, content_hash) ─► one survivor per hash
          ─► near, per kind, among the survivors: shingles of the row's content tokens
              (media kinds: codes inside image/video/audio/sensor spans, captions ignored;
-              text/chat/interleaved: codes inside text spans) ─► MinHash ─► LSH candidates
+              text/chat/interleaved: codes inside text spans; an interleaved record's
+              shingles salted by a fingerprint of its media codes, so the same text
+              with other pictures is not a duplicate) ─► MinHash ─► LSH candidates
              ─► verified by estimated Jaccard >= threshold ─► connected components
          ─► keep per cluster: highest `quality` (None/NaN -> 0), then smallest id
 
@@ -167,8 +169,10 @@ def _list_parts(col: pl.Series) -> tuple[np.ndarray, pa.Array]:
     return lengths, arr.flatten()
 
 
-def content_segments(df: pl.DataFrame, base: pl.DataFrame):
-    """Content segments of every row: (flat tokens, seg_row, seg_flat_start, seg_len), in row order."""
+def content_segments(df: pl.DataFrame, base: pl.DataFrame, media_of: tuple[str, ...] = ()):
+    """Content segments of every row: (flat tokens, seg_row, seg_flat_start, seg_len), in row order.
+
+    `media_of`: kinds whose media segments are wanted instead (and no segment of any other row)."""
     tok_len, flat = _list_parts(df["tokens"])
     tokens = flat.to_numpy(zero_copy_only=False).astype(np.int64)
     tok_off = np.cumsum(tok_len) - tok_len
@@ -180,12 +184,41 @@ def content_segments(df: pl.DataFrame, base: pl.DataFrame):
     modality = spans.field("modality").to_numpy(zero_copy_only=False).astype(str)
     start = spans.field("start").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     end = spans.field("end").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    is_text_row = np.isin(base["kind"].to_numpy().astype(str), TEXT_KINDS)[span_row]
-    want = np.where(is_text_row, modality == "text", np.isin(modality, MEDIA_MODALITIES))
+    if media_of:
+        want = np.isin(base["kind"].to_numpy().astype(str), media_of)[span_row] & np.isin(modality, MEDIA_MODALITIES)
+    else:
+        is_text_row = np.isin(base["kind"].to_numpy().astype(str), TEXT_KINDS)[span_row]
+        want = np.where(is_text_row, modality == "text", np.isin(modality, MEDIA_MODALITIES))
     start = np.clip(start, 0, tok_len[span_row])
     end = np.clip(end, start, tok_len[span_row])
     keep = want & (end > start)
     return tokens, span_row[keep], (tok_off[span_row] + start)[keep], (end - start)[keep]
+
+
+SALTED_KINDS = ("interleaved",)  # text kinds whose media must match too
+
+
+def media_salts(df: pl.DataFrame, base: pl.DataFrame) -> np.ndarray:
+    """uint64 per row: a fingerprint of the codes of an interleaved record's media segments, in order
+    (0: no media, or another kind). Records that differ in any media code get unrelated shingles."""
+    tokens, seg_row, seg_start, seg_len = content_segments(df, base, media_of=SALTED_KINDS)
+    salt = np.zeros(df.height, np.uint64)
+    if not len(seg_len):
+        return salt
+    row_of = np.repeat(seg_row, seg_len)
+    values = tokens[np.repeat(seg_start, seg_len) + minhash._ragged_arange(seg_len)].astype(np.uint64)
+    per_row = np.bincount(seg_row, weights=seg_len, minlength=df.height).astype(np.int64)
+    pos = minhash._ragged_arange(per_row[per_row > 0]).astype(np.uint64)  # place in the row's media codes
+    np.add.at(salt, row_of, minhash.fmix64((values + np.uint64(1)) ^ minhash.fmix64(pos + np.uint64(1))))
+    has = per_row > 0
+    salt[has] = minhash.fmix64(salt[has] ^ per_row[has].astype(np.uint64)) | np.uint64(1)  # never 0
+    return salt
+
+
+def salt_shingles(hashes: np.ndarray, seg_counts: np.ndarray, seg_salt: np.ndarray) -> np.ndarray:
+    """Shingle hashes mixed with their row's salt (unchanged where the salt is 0)."""
+    salt = np.repeat(seg_salt, seg_counts)
+    return np.where(salt != 0, minhash.fmix64(hashes ^ salt), hashes)
 
 
 def _near(df, base, survivors, order, config):
@@ -193,6 +226,7 @@ def _near(df, base, survivors, order, config):
     n = base.height
     rep, jacc = np.arange(n), np.ones(n)
     tokens, seg_row, seg_start, seg_len = content_segments(df, base)
+    salts = media_salts(df, base)
     kinds = base["kind"].to_numpy().astype(str)
     hasher = minhash.MinHasher(config.num_perm, config.seed, config.hash_family)
     stats = {}
@@ -204,6 +238,7 @@ def _near(df, base, survivors, order, config):
         lens = seg_len[sel]
         values = tokens[np.repeat(seg_start[sel], lens) + minhash._ragged_arange(lens)]
         hashes, seg_counts = minhash.shingle_hashes(values, lens, config.ngram[kind])
+        hashes = salt_shingles(hashes, seg_counts, salts[seg_row[sel]])
         counts = np.bincount(local[seg_row[sel]], weights=seg_counts, minlength=len(rows)).astype(np.int64)
         has = np.flatnonzero(counts > 0)            # rows with content; the rest are never near-dups
         sig = hasher.signatures(hashes, counts)[has]

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataengine.curate import keys, minhash
-from dataengine.curate.dedup import DedupConfig, content_segments
+from dataengine.curate.dedup import DedupConfig, content_segments, media_salts, salt_shingles
 from dataengine.curate.filters import apply_filters, quality_score
 
 SCAN_COLUMNS = ["id", "source", "kind", "status", "content_hash", "stats", "tokens", "spans", "num_tokens"]
@@ -85,6 +85,7 @@ def _band_records(ok: pa.Table, okey: pa.Array, rid: np.ndarray, dedup: DedupCon
     df = pl.from_arrow(ok.select(["tokens", "spans"]))
     base = pl.DataFrame({"kind": ok.column("kind").to_pylist()}, schema={"kind": pl.String})
     tokens, seg_row, seg_start, seg_len = content_segments(df, base)
+    salts = media_salts(df, base)
     kinds = np.asarray(base["kind"].to_list(), dtype=object)
     hasher = minhash.MinHasher(dedup.num_perm, dedup.seed, dedup.hash_family)
     tables, sig_rows, sigs = [], [], []
@@ -101,6 +102,7 @@ def _band_records(ok: pa.Table, okey: pa.Array, rid: np.ndarray, dedup: DedupCon
         lens = seg_len[sel]
         values = tokens[np.repeat(seg_start[sel], lens) + minhash._ragged_arange(lens)]
         hashes, seg_counts = minhash.shingle_hashes(values, lens, dedup.ngram[kind])
+        hashes = salt_shingles(hashes, seg_counts, salts[seg_row[sel]])
         per_row = np.bincount(local[seg_row[sel]], weights=seg_counts, minlength=len(rows)).astype(np.int64)
         has = np.flatnonzero(per_row > 0)
         counts["no_content"][kind] = int(len(rows) - len(has))

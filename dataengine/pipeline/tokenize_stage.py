@@ -83,14 +83,15 @@ class TokenizeStage:
         recon = self._recon(arrays, encoded) if self.token_recon else {}
         for i, r in enumerate(rows):
             if r["status"] != "ok":
-                out.append(_reject_row(r, r["stage"], r["reason"], r["detail"]))
-                continue
-            try:
-                out.append(self._sequence(r, encoded.get(i, {}), recon.get(i)))
-            except Exception as e:  # a tokenizer failure on one item must not sink the batch
-                out.append(_reject_row(r, "tokenize", "tokenizer_error", f"{type(e).__name__}: {e}"))
-        for o, r in zip(out, rows):
-            o["unit_id"], o["unit_rows"] = r.get("unit_id", ""), r.get("unit_rows", 1)
+                made = [_reject_row(r, r["stage"], r["reason"], r["detail"])]
+            else:
+                try:
+                    made = [self._sequence(r, encoded.get(i, {}), recon.get(i))]
+                except Exception as e:  # a tokenizer failure on one item must not sink the batch
+                    made = _failed(r, f"{type(e).__name__}: {e}")
+            for o in made:
+                o["unit_id"], o["unit_rows"] = r.get("unit_id", ""), r.get("unit_rows", 1)
+            out.extend(made)
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
     # ------------------------------------------------------------------------------------
@@ -253,6 +254,17 @@ def recon_mse(key: str, original: np.ndarray, decoded: np.ndarray, tok) -> float
 
 def _primary_key(arrays: dict) -> str:
     return "frames" if "frames" in arrays else next(iter(arrays))
+
+
+def _failed(r: dict, detail: str) -> list[dict]:
+    """A decoded item the tokenizer failed on: a reject for it, and one for each caption, sidecar or
+    manifest row it carried (they have no sample left; a record's referenced media are units of their own)."""
+    rows = [_reject_row(r, "tokenize", "tokenizer_error", detail)]
+    for lin in json.loads(r["lineage"] or "[]"):
+        if lin.get("role") in ("caption", "sidecar", "manifest") and lin["path"] != r["path"]:
+            rows.append(_reject_row({**r, "id": "", "path": lin["path"]}, "tokenize", "media_rejected",
+                                    f"its media file {r['path']} was rejected (tokenizer_error)"))
+    return rows
 
 
 def _reject_row(r: dict, stage: str, reason: str, detail: str) -> dict:

@@ -211,3 +211,25 @@ def test_chat_content_is_text_spans_only():
             row("c3", "chat", None, rng.integers(0, 1000, 300), "")]
     drops = drop_map(dedup(frame(rows), DedupConfig()))
     assert set(drops) == {"c2"} and drops["c2"]["kept_id"] == "c1"
+
+
+def _interleaved(id_, text, picture=None):
+    """An interleaved record: an image segment (when given), then a text segment."""
+    toks, spans = [], []
+    for modality, codes, off in (("image", picture, MEDIA0), ("text", text, TEXT0)):
+        if codes is not None:
+            spans.append({"modality": modality, "start": len(toks) + 1, "end": len(toks) + 1 + len(codes)})
+            toks += [3] + (np.asarray(codes) + off).tolist() + [4]
+    return {"id": id_, "kind": "interleaved", "content_hash": "", "quality": None, "tokens": toks, "spans": spans}
+
+
+def test_interleaved_records_are_duplicates_only_when_their_pictures_match_too():
+    rng = np.random.default_rng(7)
+    text, pic_a, pic_b = rng.integers(0, 1000, 400), rng.integers(0, 900, 64), rng.integers(0, 900, 64)
+    rows = [_interleaved("i1", text, pic_a), _interleaved("i2", text[:-3], pic_a),  # same picture: near-dup
+            _interleaved("i3", text, pic_b),                                        # another picture: kept
+            _interleaved("i4", text[:-2], pic_a[::-1].copy()),                      # same codes, other order
+            _interleaved("t1", text), _interleaved("t2", text[:-2])]                # no pictures: text decides
+    drops = drop_map(dedup(frame(rows), DedupConfig()))
+    assert set(drops) == {"i2", "t2"}
+    assert drops["i2"]["kept_id"] == "i1" and drops["t2"]["kept_id"] == "t1"

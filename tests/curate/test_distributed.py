@@ -40,6 +40,18 @@ def _row(vocab, i: int, kind: str, body: np.ndarray, content: str, chars: int, g
             "unit_id": rid, "unit_rows": 1}
 
 
+def _interleaved_row(vocab, i: int, text: np.ndarray, picture: np.ndarray) -> dict:
+    sp = vocab.special
+    toks = np.concatenate([[sp("<|bos|>"), sp("<|image_start|>")], picture, [sp("<|image_end|>"), sp("<|text_start|>")],
+                           text, [sp("<|text_end|>"), sp("<|eos|>")]])
+    row = _row(vocab, i, "text", text, f"h{i}", 200, "c")
+    return {**row, "kind": "interleaved", "task": "interleaved", "modalities": ["image", "text"],
+            "tokens": toks.astype(np.int32).tolist(), "num_tokens": len(toks), "path": f"{row['id']}.jsonl#L1",
+            "lineage": [{"path": f"{row['id']}.jsonl#L1", "sha256": f"h{i}", "role": "record"}],
+            "spans": [{"modality": "image", "start": 2, "end": 2 + len(picture)},
+                      {"modality": "text", "start": 4 + len(picture), "end": 4 + len(picture) + len(text)}]}
+
+
 def make_candidates(vocab, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     rows = []
@@ -57,6 +69,14 @@ def make_candidates(vocab, seed: int = 0) -> pa.Table:
                 rows.append(_row(vocab, len(rows), kind, near, f"h{len(rows)}", 40 + i, "a"))
     for r in rows[::17]:     # below the filter's min
         r["stats"] = json.dumps({**json.loads(r["stats"]), "text_chars": 3})
+    lo, hi = vocab.tokenizer_range("text")
+    ilo, ihi = vocab.tokenizer_range("image")
+    for i in range(6):       # interleaved: a copy with the same picture is a near-dup, another picture is not
+        text, pic = rng.integers(lo, hi, 120), rng.integers(ilo, ihi, 64)
+        edited = text.copy()
+        edited[rng.choice(120, 3, replace=False)] = rng.integers(lo, hi, 3)
+        for body, picture in ((text, pic), (edited, pic), (text, rng.integers(ilo, ihi, 64))):
+            rows.append(_interleaved_row(vocab, len(rows), body, picture))
     rows.append({**rows[0], "id": "", "status": "reject", "stage": "decode", "reason": "corrupt", "detail": "bad",
                  "path": "broken.png", "unit_id": "z" * 24, "content_hash": "", "tokens": [], "num_tokens": 0})
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
@@ -101,6 +121,8 @@ def test_same_drops_reasons_and_split_as_the_in_memory_reference(setup):
            if r["stage"] in ("filter", "dedup") and r["reason"] != "media_dropped"}
     assert {r for r in ref_drops if r[1] == "dedup"}, "the planted copies must be found"
     assert got == ref_drops
+    inter = [r for r in got if r[0].endswith(".jsonl#L1")]
+    assert len(inter) == 6 and {r[2] for r in inter} == {"near_duplicate"}  # the edited copies, not other pictures
     planted_exact = {r for r in got if r[2] == "exact_duplicate"}
     assert len(planted_exact) >= 40 and {r for r in got if r[2] == "near_duplicate"}
     ref_seq = pl.from_arrow(ref.sequences.select(["id", "split", "dup_cluster"])).filter(
@@ -117,9 +139,10 @@ def test_same_drops_reasons_and_split_as_the_in_memory_reference(setup):
     for detail in rej.filter((pl.col("stage") == "dedup") & (pl.col("reason") != "media_dropped"))["detail"]:
         kept_id = detail.split("kept id ")[1].split()[0].rstrip(":")
         assert kept_id in paths and kept_id not in dropped_ids
-    # captions leave with their media
+    # captions leave with their media (interleaved records have none)
     assert rej.filter(pl.col("reason") == "media_dropped").height == rej.filter(
-        pl.col("stage").is_in(["filter", "dedup", "mixture"]) & (pl.col("reason") != "media_dropped")).height
+        pl.col("stage").is_in(["filter", "dedup", "mixture"]) & (pl.col("reason") != "media_dropped")
+        & ~pl.col("path").str.ends_with(".jsonl#L1")).height
 
 
 def test_mixture_meets_the_reference_targets(setup):

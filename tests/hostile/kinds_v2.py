@@ -151,6 +151,20 @@ def _wav_claims(h) -> None:
     h.put("aud2/streamed.wav", b"RIFF\xff\xff\xff\xff" + wav[8:40] + b"\xff\xff\xff\xff" + wav[44:], "ok")
 
 
+def _shared_companions(h) -> None:
+    """Two media files of one stem: their caption and sidecar belong to neither, each media file is kept."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    Image.fromarray((np.indices((64, 64)).sum(0) * 2 % 256).astype(np.uint8)).convert("RGB").save(buf, "PNG")
+    h.put("shr2/pair.png", buf.getvalue(), "ok")
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+    h.put("shr2/pair.wav", buf.getvalue(), "ok")
+    h.put("shr2/pair.txt", b"Which of the two does this caption describe?\n", "shared_caption")
+    h.put("shr2/pair.json", b'{"license": "cc0"}', "shared_sidecar")
+
+
 def add_v2(h, outside: Path, port: int) -> None:
     _references(h, outside, port)
     _names_and_trees(h)
@@ -158,4 +172,5 @@ def add_v2(h, outside: Path, port: int) -> None:
     _sensor_claims(h)
     _costly_media(h)
     _wav_claims(h)
+    _shared_companions(h)
 

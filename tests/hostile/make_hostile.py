@@ -223,8 +223,8 @@ def _sensors(h: Hostile) -> None:
 
     buf = io.BytesIO()
     pq.write_table(pa.table({"x": np.full(50, np.nan), "y": vals[:, 1]}), buf)
-    h.put("sen/nan.parquet", buf.getvalue(), "non_finite_values")
-    h.put("sen/nan.json", side, "media_rejected")
+    h.put("sen/nan_pq.parquet", buf.getvalue(), "non_finite_values")  # its own stem: a shared sidecar is nobody's
+    h.put("sen/nan_pq.json", side, "media_rejected")
     buf = io.BytesIO()
     arr = vals.copy()
     arr[:, 0] = np.nan

@@ -62,6 +62,9 @@ def batch():
         row("bad_img", "image", {"text": CAPTION}, {"image": np.zeros((5,), np.uint8)}),
         row("rej", "image", {}, status="reject", reason="truncated"),
     ]
+    rows[-2]["lineage"] = json.dumps(json.loads(rows[-2]["lineage"]) + [  # the tokenizer fails on it
+        {"path": "bad_img.json", "sha256": "1" * 64, "role": "sidecar"},
+        {"path": "bad_img.txt", "sha256": "2" * 64, "role": "caption"}])
     return pa.Table.from_pylist(rows)
 
 
@@ -83,7 +86,10 @@ def texts_in(vocab, bpe, tokens) -> str:
 def test_every_item_comes_out_once_with_kind_hash_and_task(setup):
     stage = TokenizeStage(setup["dir"], ROLES, setup["vocab_path"])
     out = stage(batch())
-    assert out.schema == RESULT_SCHEMA and out.num_rows == batch().num_rows
+    assert out.schema == RESULT_SCHEMA and out.num_rows == batch().num_rows + 2  # bad_img's sidecar, caption
+    companions = [(r["path"], r["stage"], r["reason"], r["unit_id"]) for r in out.to_pylist() if r["id"] == ""]
+    assert companions == [("bad_img.json", "tokenize", "media_rejected", "bad_img"),
+                          ("bad_img.txt", "tokenize", "media_rejected", "bad_img")]  # in exactly one place
     rows = by_id(out)
     assert rows["rej"]["status"] == "reject" and rows["rej"]["reason"] == "truncated"
     assert rows["bad_img"]["status"] == "reject" and rows["bad_img"]["stage"] == "tokenize"
