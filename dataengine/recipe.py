@@ -69,8 +69,20 @@ class TextDecode:
 
 
 @dataclass
+class DecodeBudget:
+    """Limits per sample: each is decoded in a watched child process of its worker (pipeline/budget.py);
+    one over a limit is killed and rejected (over_wall_budget / over_cpu_budget / over_memory_budget)."""
+
+    wall_s: float = 60.0     # every legitimate demo item decodes in under 2 s on 2 cores; 60 s is a stall
+    cpu_s: float = 120.0     # over all the decoder's threads (FFmpeg decodes 4K with several)
+    memory_mb: int = 2048    # resident growth over the idle decoder; a 40 MP photo needs ~0.6 GB
+    watch: bool = True       # False: decode inside the worker (no budgets, no child process; for benches)
+
+
+@dataclass
 class Decode:
     max_file_bytes: int = 256 * 2**20
+    budget: DecodeBudget = field(default_factory=DecodeBudget)
     image: ImageDecode = field(default_factory=ImageDecode)
     video: VideoDecode = field(default_factory=VideoDecode)
     audio: AudioDecode = field(default_factory=AudioDecode)
@@ -341,6 +353,11 @@ def _check_semantics(r: Recipe, where: str) -> None:
     if not isinstance(r.execution.tokenize_actors, int) or r.execution.tokenize_actors < 0:
         raise RecipeError(f"{where}.execution.tokenize_actors: expected an integer >= 0 (0 = one per "
                           f"tokenize_num_cpus CPUs), got {r.execution.tokenize_actors!r}")
+    b = r.decode.budget
+    if not (b.wall_s > 0 and b.cpu_s > 0 and b.memory_mb >= 16):
+        raise RecipeError(f"{where}.decode.budget: wall_s and cpu_s must be positive seconds and memory_mb at least "
+                          f"16 (MiB a sample may add to the decoder), got wall_s={b.wall_s} cpu_s={b.cpu_s} "
+                          f"memory_mb={b.memory_mb}; set watch: false to decode without budgets")
     if not 1 <= r.execution.max_unit_crashes <= 100:
         raise RecipeError(f"{where}.execution.max_unit_crashes: expected an integer in 1..100 (2 tolerates one "
                           f"unrelated worker death per sample), got {r.execution.max_unit_crashes}")

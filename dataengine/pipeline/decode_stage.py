@@ -71,9 +71,11 @@ class DecodeStage:
     # environment may lack the AWS variables (Ray started before they were set, another node). Repr hides keys.
     storage_options: storage.StorageOptions = field(default_factory=storage.options_from_env)
 
-    def __call__(self, batch: pa.Table, guard=None) -> pa.Table:
+    def __call__(self, batch: pa.Table, guard=None, run_unit=None) -> pa.Table:
         """Decode a batch of units. `guard`: the work item's `UnitGuard` (opened and finished by the caller,
-        `pipeline.items`); without one the batch opens its own (one round trip to the ledger)."""
+        `pipeline.items`); without one the batch opens its own (one round trip to the ledger). `run_unit`:
+        what decodes one unit (`pipeline.budget.WatchedDecode`: in a child process, within the budgets);
+        default `decode_unit`, in this process."""
         from dataengine.pipeline.isolation import UnitGuard, maybe_crash
 
         rows: list[dict] = []
@@ -87,7 +89,7 @@ class DecodeStage:
             else:
                 guard.started(unit["unit_id"])
                 maybe_crash(unit["media"])  # fault injection (DATAENGINE_CRASH_ON); nothing when unset
-                produced = self.decode_unit(unit)
+                produced = (run_unit or self.decode_unit)(unit)
             for r in produced:
                 r["unit_rows"] = len(produced)
             rows.extend(produced)

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute in the workers)
 import pyarrow.parquet as pq
 
+from dataengine.pipeline.budget import WatchedDecode
 from dataengine.pipeline.isolation import TOKENIZE_CRASH_ENV, maybe_crash
 
 KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
@@ -120,10 +121,13 @@ def write_part(table: pa.Table, path: Path) -> None:
 class ItemWorker:
     """Ray actor: decode, tokenize and compose one work item's units, then commit its part."""
 
-    def __init__(self, decode, tokenize_kwargs: dict, parts_dir: str, decode_batch: int, tokenize_batch: int):
+    def __init__(self, decode, tokenize_kwargs: dict, parts_dir: str, decode_batch: int, tokenize_batch: int,
+                 max_crashes: int = 2):
         from dataengine.pipeline.trace import TracedDecode, TracedTokenizeStage
 
         self.decode = TracedDecode(decode)
+        # each unit decoded in a watched child process, within decode.budget (pipeline.budget)
+        self.watched = WatchedDecode(decode, max_crashes) if decode.decode.budget.watch else None
         self.tokenize = TracedTokenizeStage(**tokenize_kwargs)
         self.parts = Path(parts_dir)
         self.decode_batch, self.tokenize_batch = decode_batch, tokenize_batch
@@ -149,7 +153,8 @@ class ItemWorker:
             guard = UnitGuard(self.decode.fn.ledger, units.column("unit_id").to_pylist())
             results = []
             for s in range(0, units.num_rows, self.decode_batch):
-                decoded = self.decode(units.slice(s, self.decode_batch), guard=guard).cast(DECODED_SCHEMA)
+                decoded = self.decode(units.slice(s, self.decode_batch), guard=guard,
+                                      run_unit=self.watched).cast(DECODED_SCHEMA)
                 guard.paused()  # decoded: a crash before the next report is no unit's
                 step = 1 if guard.careful else self.tokenize_batch  # careful: a crash is pinned on one unit
                 for t in range(0, decoded.num_rows, step):
@@ -211,7 +216,7 @@ def run_items(recipe, listing, work: WorkDir, tokdir: Path, roles: list[str], vo
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(ItemWorker, fn_constructor_kwargs={
         "decode": decode, "tokenize_kwargs": kwargs, "parts_dir": str(work.parts),
-        "decode_batch": ex.decode_batch, "tokenize_batch": ex.tokenize_batch},
+        "decode_batch": ex.decode_batch, "tokenize_batch": ex.tokenize_batch, "max_crashes": ex.max_unit_crashes},
         batch_size=1, batch_format="pyarrow", compute=pool, num_cpus=ex.tokenize_num_cpus,
         num_gpus=(min(1.0, gpus / n) if gpus >= 1 else 0))  # never ask for a GPU that is not there
     limit = int(os.environ.get(KILL_AFTER_PARTS) or 0)
