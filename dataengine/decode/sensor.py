@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from tokenize import TokenError
 
 import numpy as np
 
@@ -170,8 +171,9 @@ def _check_npy_header(data: bytes) -> None:
         version = np.lib.format.read_magic(buf)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(buf, max_header_size=10_000)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise RejectError("corrupt", f"the .npy header is damaged: {exc}") from None
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, TypeError, KeyError, RecursionError) as exc:
+        # the header is a Python literal: numpy parses it with `ast`, whose errors are all of these
+        raise RejectError("corrupt", f"the .npy header is damaged: {type(exc).__name__}: {exc}") from None
     if dtype.hasobject:
         raise RejectError("pickle_not_allowed", "the .npy array holds Python objects (pickle); save numbers only")
     if dtype.kind not in "biuf":
