@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     recipe = load_recipe(ROOT / "pipelines" / "demo.yaml", inputs=[str(seed_root)])
     stage: DecodeStage = decode_stage_for(recipe)
     rounds, bugs, reasons, mutations = [], [], Counter(), Counter()
-    with TreeRss(every_s=0.05) as rss:
+    with TreeRss(every_s=0.05, pss=True) as rss:
         watched = WatchedDecode(stage, recipe.execution.max_unit_crashes)
         try:
             for k in range(args.rounds):
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                          "memory_mb": stage.decode.budget.memory_mb},
               "pass": not bugs}
     log(f"{result['mutants']} mutants: bugs {result['bugs_by_kind'] or 'none'}; generic decoder_error "
-        f"{result['generic_decoder_error']}; peak RSS {result['peak_tree_rss_mib']:.0f} MiB")
+        f"{result['generic_decoder_error']}; peak PSS {result['peak_tree_pss_mib']:.0f} MiB")
     benchlib.write_result("fuzz", result, Path(args.results))
     return 0 if result["pass"] else 1
 

@@ -2,6 +2,10 @@
 (4 GiB for the whole process tree on a 2-core, 24 GB machine) and against its peer, the same run
 over the demo corpus alone, measured side by side in one invocation.
 
+The limit applies to the tree's proportional set size (PSS: a page shared by several processes,
+such as torch's libraries in each worker, split among them), the memory the run holds. The sum of
+RSS is recorded too; it counts each shared page once per process, over 1.5 GB more here.
+
     .venv/bin/python bench/hostile_memory.py                      # writes bench/results/hostile_memory.json
     .venv/bin/python bench/hostile_memory.py --results /tmp/hm    # a trial
 
@@ -79,7 +83,7 @@ def run(inputs: list[Path], out: Path, tokdir: Path) -> dict:
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "DATAENGINE_PROGRESS": "0"})
-    with TreeRss(every_s=0.1, root=proc.pid) as rss:
+    with TreeRss(every_s=0.1, root=proc.pid, pss=True) as rss:
         output, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-3000:]}")
@@ -107,6 +111,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from make_hostile import make_hostile
 
+    from dataengine import diskspace
+
     work = benchlib.work_dir(args.work)
     good, tokdir = benchlib.base_corpus(work), benchlib.tokenizers(work)
     hostile_root = work / "hostile-corpus" / "hostile"
@@ -115,20 +121,21 @@ def main(argv=None) -> int:
     h = make_hostile(hostile_root, port=listener.port)
     tiny_4k_clip(hostile_root / "v4k" / "tiny_4k.mp4")
     h.expected["v4k/tiny_4k.mp4"] = "ok"
-    size = sum(p.stat().st_size for p in hostile_root.rglob("*") if p.is_file() and not p.is_symlink())
+    size = diskspace.tree_bytes(hostile_root)  # (a path past the system's limit is among them)
     peer = run([good], work / "out-good", tokdir)
     hostile = run([good, hostile_root], work / "out-hostile", tokdir)
+    acc = accounted(work / "out-hostile", hostile_root, h.expected)
     result = {
-        "limit_tree_peak_mib": LIMIT_MIB,
-        "hostile_corpus": {"inputs": len(h.expected), "bytes": size, **accounted(work / "out-hostile", hostile_root,
-                                                                                 h.expected)},
+        "limit_tree_pss_peak_mib": LIMIT_MIB,
+        "hostile_corpus": {"inputs": len(h.expected), "bytes": size, **acc},
         "connections_offered": listener.connections,
         "runs": {"demo_corpus": peer, "demo_plus_hostile": hostile},
-        "tree_peak_hostile_over_demo": round(hostile["peak_tree_rss_mib"] / peer["peak_tree_rss_mib"], 3),
-        "pass": hostile["peak_tree_rss_mib"] <= LIMIT_MIB and listener.connections == 0,
+        "tree_pss_peak_hostile_over_demo": round(hostile["peak_tree_pss_mib"] / peer["peak_tree_pss_mib"], 3),
+        "pass": (hostile["peak_tree_pss_mib"] <= LIMIT_MIB and listener.connections == 0
+                 and not any(acc[k] for k in ("missing", "in_two_places"))),
     }
-    log(f"peak tree RSS: demo {peer['peak_tree_rss_mib']:.0f} MiB, demo + hostile {hostile['peak_tree_rss_mib']:.0f} MiB "
-        f"(limit {LIMIT_MIB}); largest process {hostile['peak_single_process_rss_mib']:.0f} MiB; "
+    log(f"peak tree PSS: demo {peer['peak_tree_pss_mib']:.0f} MiB, demo + hostile {hostile['peak_tree_pss_mib']:.0f} MiB "
+        f"(limit {LIMIT_MIB}; RSS sums {peer['peak_tree_rss_mib']:.0f} / {hostile['peak_tree_rss_mib']:.0f}); largest process {hostile['peak_single_process_rss_mib']:.0f} MiB; "
         f"connections {listener.connections}; missing {len(result['hostile_corpus']['missing'])}")
     benchlib.write_result("hostile_memory", result, Path(args.results))
     return 0 if result["pass"] else 1

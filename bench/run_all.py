@@ -142,6 +142,21 @@ def plan(args, work: Path, results: Path) -> list[Bench]:
                   _row("training: loader tokens/s / training tokens/s", d["loader_over_training"], ">= 10",
                        d["loader_at_least_10x"],
                        f"train {d['training']['tokens_per_s']:.0f} tokens/s ({d['shards']['kind']} shards)")], 1200),
+        # issue 14: the hostile corpus's memory against a limit and against the demo corpus alone; the fuzzer
+        Bench("hostile_memory", lambda: [PY, "bench/hostile_memory.py", *common],
+              results / "hostile_memory.json", lambda d: [
+                  _row("hostile inputs: tree peak PSS with / without them (demo recipe)",
+                       d["tree_pss_peak_hostile_over_demo"], "<= 4096 MiB in all, no input lost", d["pass"],
+                       f"{d['runs']['demo_plus_hostile']['peak_tree_pss_mib']:.0f} MiB PSS "
+                       f"({d['runs']['demo_plus_hostile']['peak_tree_rss_mib']:.0f} MiB RSS sum); "
+                       f"{d['hostile_corpus']['inputs']} hostile inputs, {d['connections_offered']} connections")],
+              1800),
+        Bench("fuzz", lambda: [PY, "bench/fuzz.py", *(["--per-seed", "10", "--rounds", "1"] if q else []), *common],
+              results / "fuzz.json", lambda d: [
+                  _row("fuzzer: mutants with a crash, hang, blow-up or lost input / mutants",
+                       round(sum(d["bugs_by_kind"].values()) / d["mutants"], 4), "0", d["pass"],
+                       f"{d['mutants']} mutants; generic decoder_error {d['generic_decoder_error']}; "
+                       f"peak {d['peak_tree_rss_mib']:.0f} MiB")], 3600),
         Bench("video_tokenizers", lambda: [PY, "bench/video_tokenizers.py", str(work / "corpus-base"),
                                            "--tokenizers", str(work / "video-tokenizers"), "--quiet"],
               None, lambda d: [

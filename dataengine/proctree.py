@@ -74,25 +74,43 @@ class TreeRss(Sampler):
     every `every_s` in a thread.
 
     `peak_total` is the largest sum over the tree seen in one sample, `peak_one` the
-    largest single process (bytes).
+    largest single process (bytes). A sum of RSS counts a shared page once per process
+    that maps it (torch's libraries in every worker: hundreds of MB each); with `pss=True`
+    the proportional set size is summed too (`peak_pss`: each shared page split among the
+    processes that share it, so the sum is the memory the tree holds).
     """
 
-    def __init__(self, every_s: float = 0.1, root: int | None = None):
+    def __init__(self, every_s: float = 0.1, root: int | None = None, pss: bool = False):
         self.every_s, self.root, self.peak_total, self.peak_one, self.samples = every_s, root, 0, 0, 0
+        self.pss, self.peak_pss = pss, 0
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def sample(self) -> int:
-        rss = []
+        rss, pss = [], 0
         for pid in descendants(process_table(), self.root):
             try:
                 rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self._page)
+                if self.pss:
+                    pss += _pss(pid)
             except (OSError, ValueError, IndexError):
                 pass
         self.peak_total = max(self.peak_total, sum(rss))
         self.peak_one = max(self.peak_one, max(rss, default=0))
+        self.peak_pss = max(self.peak_pss, pss)
         self.samples += 1
         return sum(rss)
 
     def as_dict(self) -> dict:
-        return {"peak_tree_rss_mib": round(self.peak_total / 2**20, 1),
-                "peak_single_process_rss_mib": round(self.peak_one / 2**20, 1), "samples": self.samples}
+        out = {"peak_tree_rss_mib": round(self.peak_total / 2**20, 1),
+               "peak_single_process_rss_mib": round(self.peak_one / 2**20, 1), "samples": self.samples}
+        if self.pss:
+            out["peak_tree_pss_mib"] = round(self.peak_pss / 2**20, 1)
+        return out
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size of `pid` in bytes (/proc/PID/smaps_rollup)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -16,7 +16,7 @@ def test_a_child_allocating_200_mib_is_counted_in_the_tree():
     child = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
-        with TreeRss(every_s=0.02, root=child.pid) as alone:
+        with TreeRss(every_s=0.02, root=child.pid, pss=True) as alone:
             time.sleep(0.1)
         assert child.pid in descendants(process_table())
         whole, own = TreeRss().sample(), TreeRss(root=child.pid).sample()
@@ -26,6 +26,7 @@ def test_a_child_allocating_200_mib_is_counted_in_the_tree():
         child.wait()
     assert alone.peak_one >= 200 * 2**20 and alone.peak_total >= alone.peak_one
     assert alone.samples >= 3
+    assert 150 * 2**20 < alone.peak_pss <= alone.peak_total  # its private pages; shared ones split
     assert whole >= mine + own - 8 * 2**20  # this process's tree holds the child (a few pages may move between samples)
 
 
