@@ -16,12 +16,18 @@ with its caption and sidecar; the next unit gets a fresh child. A child that die
 `execution.max_unit_crashes` times in all, then the unit is `decoder_crashed`: the worker
 itself survives. Memory is sampled, so a bomb may overshoot by what it allocates in one tick.
 
+Tokenizing runs in the worker itself (the models are loaded there), watched by a `Watchdog` thread
+with the same budgets: over one, it tells the crash ledger which budget and kills the worker; the
+ledger (`pipeline.isolation`) pins the death on the unit being tokenized, and after
+`execution.max_unit_crashes` such deaths the unit is a reject (stage "tokenize") naming the budget.
+
 Only strings and Arrow cross the pipe: the unit as JSON, the decoded rows as an Arrow IPC
 stream of `DECODED_SCHEMA` (no pickle, so a subverted decoder cannot run code in the worker).
 The child computes exactly what `DecodeStage.decode_unit` computes in process.
 
 Fault injection for the tests: `DATAENGINE_STRAIN_ON="sleep:<part of a media path>,spin:...,
-alloc:..."` makes the child sleep, spin or allocate without end on a matching unit.
+alloc:..."` makes the child sleep, spin or allocate without end on a matching unit
+(`DATAENGINE_TOKENIZE_STRAIN_ON`, in `pipeline.items`, stalls tokenizing).
 """
 from __future__ import annotations
 
@@ -151,6 +157,63 @@ def _serve() -> None:
 
 
 # ---------------------------------------------------------------------------------------- the worker side
+def over_budget(b, wall: float, cpu: float, grew: int, what: str = "decoding") -> tuple[str, str] | None:
+    """(reason, detail) when `wall` / `cpu` seconds or `grew` bytes of memory are over the budget `b`."""
+    fix = "killed. Raise the budget if such files are legitimate"
+    if wall > b.wall_s:
+        return "over_wall_budget", f"{what} took over {b.wall_s:g} s of wall time (decode.budget.wall_s); {fix}"
+    if cpu > b.cpu_s:
+        return "over_cpu_budget", f"{what} used over {b.cpu_s:g} s of CPU (decode.budget.cpu_s); {fix}"
+    if grew > b.memory_mb * 2**20:  # above what the idle process holds (its libraries and models)
+        return "over_memory_budget", (f"{what} took {grew / 2**20:.0f} MiB more memory, over decode.budget.memory_mb "
+                                      f"= {b.memory_mb}; {fix}")
+    return None
+
+
+class Watchdog:
+    """The same budgets for work inside the worker itself (tokenizing): a thread looks at this process
+    every 0.1 s while `watch()` is open; over a budget it calls `on_over(reason)` (the crash ledger learns
+    why) and kills the process, which the ledger then pins on the unit being worked on."""
+
+    def __init__(self, budget, on_over):
+        import threading
+
+        self.budget, self.on_over, self._open = budget, on_over, None
+        threading.Thread(target=self._run, daemon=True, name="dataengine-budget-watchdog").start()
+
+    def watch(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            self._open = (time.monotonic(), time.process_time(), _own_rss())
+            try:
+                yield
+            finally:
+                self._open = None
+        return scope()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.1)
+            opened = self._open
+            if opened is None:
+                continue
+            t0, cpu0, rss0 = opened
+            over = over_budget(self.budget, time.monotonic() - t0, time.process_time() - cpu0, _own_rss() - rss0,
+                               "tokenizing")
+            if over and self._open is opened:
+                self.on_over(over[0])
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _own_rss() -> int:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class WatchedDecode:
     """`stage.decode_unit(unit)` in a watched child process, within `stage.decode.budget`."""
 
@@ -178,7 +241,7 @@ class WatchedDecode:
                         deaths.append(self._reap())
                         break
                     return _rows_from_bytes(data)
-                over = self._over(time.monotonic() - t0, self._cpu_s() - cpu0, rss0)
+                over = over_budget(self.budget, time.monotonic() - t0, self._cpu_s() - cpu0, self._rss() - rss0)
                 if over:
                     self.close()
                     return self.stage._media_failed(unit, None, *over)
@@ -186,21 +249,6 @@ class WatchedDecode:
                   f"decoder's crash or the kernel's out-of-memory killer), so it was not decoded again "
                   f"(execution.max_unit_crashes); the worker survived")
         return self.stage._media_failed(unit, None, "decoder_crashed", detail)
-
-    def _over(self, wall: float, cpu: float, rss0: int) -> tuple[str, str] | None:
-        b = self.budget
-        if wall > b.wall_s:
-            return "over_wall_budget", (f"decoding took over {b.wall_s:g} s of wall time (decode.budget.wall_s); "
-                                        "killed. Raise the budget if such files are legitimate")
-        if cpu > b.cpu_s:
-            return "over_cpu_budget", (f"decoding used over {b.cpu_s:g} s of CPU (decode.budget.cpu_s); killed. "
-                                       "Raise the budget if such files are legitimate")
-        grew = self._rss() - rss0  # above what the idle decoder holds (its libraries and models)
-        if grew > b.memory_mb * 2**20:
-            return "over_memory_budget", (f"decoding took {grew / 2**20:.0f} MiB more memory, over "
-                                          f"decode.budget.memory_mb = {b.memory_mb}; killed. Raise the budget if "
-                                          f"such files are legitimate")
-        return None
 
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -199,9 +199,10 @@ class UnitGuard:
         return self._actor is not None and bool(self.verdict["careful"])
 
     def reason(self, unit_id: str) -> tuple[str, str]:
-        """(stage, reason) of a rejected unit: where its last crash happened."""
-        stage = self.verdict["stages"].get(unit_id, "decode")
-        return stage, "tokenizer_crashed" if stage == "tokenize" else "decoder_crashed"
+        """(stage, reason) of a rejected unit: where its last crash happened, and why when the worker
+        knew (a budget its watchdog enforced: "tokenize:over_wall_budget")."""
+        stage, _, cause = self.verdict["stages"].get(unit_id, "decode").partition(":")
+        return stage, cause or ("tokenizer_crashed" if stage == "tokenize" else "decoder_crashed")
 
     def started(self, unit_id: str, stage: str = "decode") -> None:
         """Before decoding (or tokenizing) a unit: a careful attempt tells the ledger, and waits (a healthy
@@ -234,7 +235,12 @@ class UnitGuard:
         """The reject's detail: how often it crashed, where the logs are, how to reproduce it alone."""
         uid, kind = unit["unit_id"], unit["kind"]
         sites = "; ".join(self.verdict["sites"].get(uid, [])) or "unknown"
-        if self.reason(uid)[0] == "tokenize":
+        stage, reason = self.reason(uid)
+        if reason.startswith("over_"):
+            return (f"tokenizing this sample went over decode.budget ({reason}) every time: the worker was killed "
+                    f"{self.rejected(uid)} times on it (execution.max_unit_crashes). Workers: {sites}. Raise the "
+                    f"budget if such samples are legitimate")
+        if stage == "tokenize":
             return (f"tokenizing this sample killed the tokenizer worker process every time (a crash in a native "
                     f"kernel, or an out-of-memory kill): {self.rejected(uid)} deaths pinned on it after a first "
                     f"death of its work item, so it was not processed again (execution.max_unit_crashes). Dead "

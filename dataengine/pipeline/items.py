@@ -23,23 +23,26 @@ small filesystem can be mounted).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute in the workers)
 import pyarrow.parquet as pq
 
-from dataengine.pipeline.budget import WatchedDecode
+from dataengine.pipeline.budget import Watchdog, WatchedDecode
 from dataengine.pipeline.isolation import TOKENIZE_CRASH_ENV, maybe_crash
 
 KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
 FULL_AFTER_PARTS = "DATAENGINE_FULL_AFTER_PARTS"
+TOKENIZE_STRAIN_ENV = "DATAENGINE_TOKENIZE_STRAIN_ON"  # tokenizing a matching input never returns
 PARTS = "parts"
 SUMMARY = pa.schema([("item", pa.int64()), ("units", pa.int64()), ("rows", pa.int64()), ("ok", pa.int64())])
 
@@ -128,17 +131,29 @@ class ItemWorker:
         self.decode = TracedDecode(decode)
         # each unit decoded in a watched child process, within decode.budget (pipeline.budget)
         self.watched = WatchedDecode(decode, max_crashes) if decode.decode.budget.watch else None
+        # and tokenizing within the same budgets, watched in this process (a kill is pinned by the ledger)
+        self.watchdog = Watchdog(decode.decode.budget, self._blame) if decode.decode.budget.watch else None
+        self._now: tuple | None = None  # (guard, unit_id) being tokenized, for the watchdog
         self.tokenize = TracedTokenizeStage(**tokenize_kwargs)
         self.parts = Path(parts_dir)
         self.decode_batch, self.tokenize_batch = decode_batch, tokenize_batch
         self.crash_on = os.environ.get(TOKENIZE_CRASH_ENV)  # fault injection (pipeline.isolation)
+        self.strain_on = os.environ.get(TOKENIZE_STRAIN_ENV)
+
+    def _blame(self, reason: str) -> None:
+        """The watchdog is about to kill this worker: a careful attempt tells the ledger which budget."""
+        now = self._now
+        if now is not None and now[0].careful:
+            now[0].started(now[1], f"tokenize:{reason}")
 
     def _maybe_crash(self, rows: pa.Table) -> None:
         """Fault injection: die while tokenizing a decoded row of a matching input (`DATAENGINE_TOKENIZE_CRASH_ON`)."""
-        if self.crash_on:
+        if self.crash_on or self.strain_on:
             for status, path in zip(rows.column("status").to_pylist(), rows.column("path").to_pylist()):
                 if status == "ok":
                     maybe_crash(path, TOKENIZE_CRASH_ENV)
+                    if self.strain_on and self.strain_on in path:
+                        time.sleep(3600)  # a tokenizer that never returns: the watchdog's case
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from dataengine.listing import read_units
@@ -159,10 +174,14 @@ class ItemWorker:
                 step = 1 if guard.careful else self.tokenize_batch  # careful: a crash is pinned on one unit
                 for t in range(0, decoded.num_rows, step):
                     rows = decoded.slice(t, step)
+                    uid = rows.column("unit_id")[0].as_py()
                     if guard.careful:
-                        guard.started(rows.column("unit_id")[0].as_py(), "tokenize")
-                    self._maybe_crash(rows)
-                    results.append(self.tokenize(rows))
+                        guard.started(uid, "tokenize")
+                    self._now = (guard, uid)
+                    with self.watchdog.watch() if self.watchdog else contextlib.nullcontext():
+                        self._maybe_crash(rows)
+                        results.append(self.tokenize(rows))
+                    self._now = None
                 guard.paused()
             guard.finished()
             table = pa.concat_tables(results).cast(RESULT_SCHEMA) if results else RESULT_SCHEMA.empty_table()

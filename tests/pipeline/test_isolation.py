@@ -11,10 +11,12 @@ import pytest
 from corpus_factory import TINY_TOKENIZERS, make_duplicates_corpus, tiny_recipe
 from dataengine.errors import RecipeError
 from dataengine.pipeline.isolation import CRASH_ENV, TOKENIZE_CRASH_ENV, CrashLedger
+from dataengine.pipeline.items import TOKENIZE_STRAIN_ENV
 from dataengine.recipe import load_recipe
 
 CRASHER = "chelsea.png"  # its caption chelsea.txt must be rejected with it
 TOKENIZE_CRASHER = "rocket.png"  # decodes fine, kills the worker while tokenizing; rocket.txt goes with it
+STALLER = "coffee.png"  # tokenizing it never returns: the watchdog kills the worker over decode.budget.wall_s
 
 
 # ---------------------------------------------------------------------------------------- attribution
@@ -92,11 +94,12 @@ def run(tmp_path_factory):
                   "image": {**TINY_TOKENIZERS["image"], "params": {**TINY_TOKENIZERS["image"]["params"], "steps": 5}}}
     # no drops after decode: every input but the crasher and its caption must reach the shards
     recipe_path = tiny_recipe(base, tokenizers=tokenizers, execution={"decode_batch": 4},
+                              decode={"budget": {"wall_s": 5}},
                               curate={"filters": {}, "mixture": {"policy": "none"},
                                       "dedup": {"exact": False, "near": False}})
     cmd = [sys.executable, "-m", "dataengine.cli", "run", str(recipe_path), "--input", str(corpus),
            "--output", str(base / "out")]  # its own Ray: the fault injection reaches the workers by env
-    env = {**os.environ, CRASH_ENV: CRASHER, TOKENIZE_CRASH_ENV: TOKENIZE_CRASHER}
+    env = {**os.environ, CRASH_ENV: CRASHER, TOKENIZE_CRASH_ENV: TOKENIZE_CRASHER, TOKENIZE_STRAIN_ENV: STALLER}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     inputs = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file())
@@ -112,7 +115,7 @@ def test_a_sample_that_always_crashes_is_rejected_and_the_run_finishes(run):
     caption = rejects.filter(pl.col("path") == "chelsea.txt").to_dicts()
     assert [(r["stage"], r["reason"]) for r in caption] == [("decode", "media_rejected")]
     assert "decoder_crashed" in caption[0]["detail"]
-    assert rejects.height == 4  # its batch-mates were decoded on the retry, not blamed
+    assert rejects.height == 6  # its batch-mates were decoded on the retry, not blamed
 
 
 def test_a_sample_that_always_crashes_its_tokenizer_is_rejected(run):
@@ -124,10 +127,19 @@ def test_a_sample_that_always_crashes_its_tokenizer_is_rejected(run):
     assert [(r["stage"], r["reason"]) for r in caption] == [("tokenize", "media_rejected")]
 
 
+def test_a_sample_whose_tokenizing_never_ends_is_rejected_naming_the_budget(run):
+    rejects = pl.read_parquet(run["out"] / "rejects.parquet")
+    stalled = rejects.filter(pl.col("path") == STALLER).to_dicts()
+    assert [(r["stage"], r["reason"]) for r in stalled] == [("tokenize", "over_wall_budget")]
+    assert "decode.budget" in stalled[0]["detail"]
+    assert rejects.filter(pl.col("path") == "coffee.txt")["reason"].to_list() == ["media_rejected"]
+
+
 def test_every_other_sample_is_in_the_shards_exactly_once(run):
     seq = pl.read_parquet(run["out"] / "parquet" / "*.parquet")
     assert seq["id"].n_unique() == seq.height  # a retried batch wrote nothing twice
     uses = Counter(lin["path"] for lins in seq["lineage"].to_list() for lin in lins)
-    want = [p for p in run["inputs"] if p not in (CRASHER, "chelsea.txt", TOKENIZE_CRASHER, "rocket.txt")]
+    want = [p for p in run["inputs"]
+            if p not in (CRASHER, "chelsea.txt", TOKENIZE_CRASHER, "rocket.txt", STALLER, "coffee.txt")]
     assert len(want) >= 10 and {p: uses[p] for p in want} == dict.fromkeys(want, 1)
     assert set(uses) == set(want)
