@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from corpus_factory import make_mixed_corpus
 
+import dataengine.pipeline.budget as budget_mod
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
 from dataengine.pipeline.budget import STRAIN_ENV, WatchedDecode
@@ -77,30 +78,23 @@ def test_a_unit_over_its_budget_is_killed_and_rejected_naming_it(corpus, monkeyp
 
 
 def test_a_child_that_dies_on_its_own_is_retried_then_the_unit_is_decoder_crashed(corpus, monkeypatch):
-    stage = _stage()
-    watched = WatchedDecode(stage, max_crashes=2)
-    real = watched._ensure
-    started = []
+    watched = WatchedDecode(_stage(), max_crashes=2)
+    victim, children = corpus[0], set()
+    real_send = budget_mod._send
 
-    def ensure_then_kill_on_the_victim():
-        real()
-        started.append(watched._proc.pid)
+    def send_then_crash(fd, payload):  # the child dies on the victim, as a native decoder's segfault would
+        real_send(fd, payload)
+        children.add(watched._proc.pid)
+        if b'"unit_id"' in payload and victim["media"].encode() in payload:
+            os.kill(watched._proc.pid, signal.SIGSEGV)
 
-    monkeypatch.setattr(watched, "_ensure", ensure_then_kill_on_the_victim)
-    victim = corpus[0]
+    monkeypatch.setattr(budget_mod, "_send", send_then_crash)
     try:
-        orig_send = __import__("dataengine.pipeline.budget", fromlist=["_send"])._send
-
-        def send_and_crash(fd, payload):
-            orig_send(fd, payload)
-            if victim["media"].encode() in payload and b'"unit_id"' in payload:
-                os.kill(watched._proc.pid, signal.SIGSEGV)  # as a native decoder would
-        monkeypatch.setattr("dataengine.pipeline.budget._send", send_and_crash)
         rows = watched(victim)
         assert rows[0]["reason"] == "decoder_crashed" and "2 times" in rows[0]["detail"]
-        assert "SIGSEGV" in rows[0]["detail"] and len(set(started)) == 2
-        monkeypatch.setattr("dataengine.pipeline.budget._send", orig_send)
-        assert watched(corpus[1])[0]["status"] == "ok"  # a fresh child for the next unit
+        assert "SIGSEGV" in rows[0]["detail"] and len(children) == 2  # tried again in a fresh child
+        monkeypatch.setattr(budget_mod, "_send", real_send)
+        assert watched(corpus[1])[0]["status"] == "ok"  # and a fresh one for the next unit
     finally:
         watched.close()
 
