@@ -121,3 +121,25 @@ def test_inspect_decodes_every_modality(run, tmp_path):
     assert sf.info(str(wav)).samplerate == 16000 and sf.info(str(wav)).frames > 1000
     text = next(p for p in written if p.name == "sequence.txt").read_text()
     assert text.startswith("<|bos|>")
+
+
+def test_what_the_dvc_stages_read_from_out_is_what_a_run_writes(run):
+    """dvc.yaml's build stage declares what `dataengine run` writes into out/demo, and later stages read
+    inside it: each such path must exist in a real OUT (a renamed output otherwise breaks `make demo`
+    only at the stage that reads it)."""
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
+    name = lambda o: o if isinstance(o, str) else next(iter(o))  # noqa: E731
+    build = stages["build_corpus"]
+    written = {name(o) for o in build.get("outs", []) + build.get("metrics", [])}
+    later = {name(o) for n, s in stages.items() if n != "build_corpus" for o in s.get("outs", [])}
+    read = {d for n, s in stages.items() if n != "build_corpus" for d in s.get("deps", [])
+            if isinstance(d, str) and d.startswith("out/demo/")
+            and not any(d == o or d.startswith(o + "/") for o in later)}  # made by another stage
+    paths = written | read
+    assert len(paths) > 8
+    missing = sorted(p for p in paths if not (run["out"] / p[len("out/demo/"):]).exists())
+    assert not missing, f"dvc.yaml names {missing} in out/demo, which `dataengine run` does not write"
+    assert read <= {d for d in read if any(d == w or d.startswith(w + "/") for w in written)}, \
+        f"a stage reads {sorted(read - written)} from out/demo, which build_corpus does not declare"
