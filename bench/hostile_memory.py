@@ -20,13 +20,10 @@ reason, and whether every input of the hostile corpus ended in exactly one place
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,41 +33,6 @@ from benchlib import ROOT, TreeRss, log
 
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "hostile")]
 LIMIT_MIB = 4096
-
-
-class Listener:
-    """Counts TCP connections offered on 127.0.0.1 (a hostile file must never open one)."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port, self.connections = self.sock.getsockname()[1], 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-
-def tiny_4k_clip(path: Path) -> None:
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "51"})
-        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
-        frame = av.VideoFrame.from_ndarray(np.zeros((2160, 3840, 3), np.uint8), format="rgb24")
-        for i in range(41):
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def run(inputs: list[Path], out: Path, tokdir: Path) -> dict:
@@ -109,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="cache folder (default $DATAENGINE_BENCH_WORK or /tmp/dataengine-bench)")
     ap.add_argument("--results", default=str(benchlib.RESULTS))
     args = ap.parse_args(argv)
+    from corpus_factory import tiny_4k_clip
+    from hostile.kinds_v2 import Listener
     from make_hostile import make_hostile
 
     from dataengine import diskspace
@@ -128,15 +92,15 @@ def main(argv=None) -> int:
     result = {
         "limit_tree_pss_peak_mib": LIMIT_MIB,
         "hostile_corpus": {"inputs": len(h.expected), "bytes": size, **acc},
-        "connections_offered": listener.connections,
+        "connections_offered": len(listener.connections),
         "runs": {"demo_corpus": peer, "demo_plus_hostile": hostile},
         "tree_pss_peak_hostile_over_demo": round(hostile["peak_tree_pss_mib"] / peer["peak_tree_pss_mib"], 3),
-        "pass": (hostile["peak_tree_pss_mib"] <= LIMIT_MIB and listener.connections == 0
+        "pass": (hostile["peak_tree_pss_mib"] <= LIMIT_MIB and not listener.connections
                  and not any(acc[k] for k in ("missing", "in_two_places"))),
     }
     log(f"peak tree PSS: demo {peer['peak_tree_pss_mib']:.0f} MiB, demo + hostile {hostile['peak_tree_pss_mib']:.0f} MiB "
         f"(limit {LIMIT_MIB}; RSS sums {peer['peak_tree_rss_mib']:.0f} / {hostile['peak_tree_rss_mib']:.0f}); largest process {hostile['peak_single_process_rss_mib']:.0f} MiB; "
-        f"connections {listener.connections}; missing {len(result['hostile_corpus']['missing'])}")
+        f"connections {len(listener.connections)}; missing {len(result['hostile_corpus']['missing'])}")
     benchlib.write_result("hostile_memory", result, Path(args.results))
     return 0 if result["pass"] else 1
 

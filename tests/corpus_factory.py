@@ -356,3 +356,22 @@ def raw_tar_header(name: bytes, size_field: bytes, flag: bytes = b"0", payload: 
     block[148:156] = b"        "
     block[148:156] = b"%06o\0 " % sum(block)
     return bytes(block) + payload + b"\0" * (-len(payload) % 512)
+
+
+def tiny_4k_clip(path: Path, frames: int = 41) -> Path:
+    """A few KB of H.264 declaring 3840x2160 frames (black, at 10 fps): 1 GB of RGB at native size."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "51"})
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((2160, 3840, 3), np.uint8), format="rgb24")
+        for i in range(frames):
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

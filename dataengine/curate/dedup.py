@@ -201,8 +201,10 @@ SALTED_KINDS = ("interleaved",)  # text kinds whose media must match too
 def media_salts(df: pl.DataFrame, base: pl.DataFrame) -> np.ndarray:
     """uint64 per row: a fingerprint of the codes of an interleaved record's media segments, in order
     (0: no media, or another kind). Records that differ in any media code get unrelated shingles."""
-    tokens, seg_row, seg_start, seg_len = content_segments(df, base, media_of=SALTED_KINDS)
     salt = np.zeros(df.height, np.uint64)
+    if not np.isin(base["kind"].to_numpy().astype(str), SALTED_KINDS).any():
+        return salt  # the common case: no interleaved row, no second pass over the tokens
+    tokens, seg_row, seg_start, seg_len = content_segments(df, base, media_of=SALTED_KINDS)
     if not len(seg_len):
         return salt
     row_of = np.repeat(seg_row, seg_len)

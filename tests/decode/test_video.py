@@ -142,19 +142,9 @@ def test_a_tiny_file_declaring_4k_frames_is_decoded_small(tmp_path):
     import subprocess
     import sys
 
-    import av
+    from corpus_factory import tiny_4k_clip
 
-    path = tmp_path / "4k.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast", "crf": "51"})
-        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
-        frame = av.VideoFrame.from_ndarray(np.zeros((2160, 3840, 3), np.uint8), format="rgb24")
-        for i in range(41):
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    path = tiny_4k_clip(tmp_path / "4k.mp4")
     assert path.stat().st_size < 200_000
     code = ("from dataengine.decode.video import decode_video; "
             f"v = decode_video(open({str(path)!r}, 'rb').read(), fps=10.0, max_seconds=10.0, max_frames=41, "

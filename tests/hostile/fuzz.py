@@ -23,6 +23,7 @@ Everything else is a reject with a reason, counted.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import tarfile
@@ -128,8 +129,6 @@ def check(root: Path, stage, watched) -> dict:
     places = Counter(r["path"] for r in found.rejects)
     for r in rows:
         if r["status"] == "ok":
-            import json
-
             places.update({lin["path"] for lin in json.loads(r["lineage"])})
         else:
             places[r["path"]] += 1

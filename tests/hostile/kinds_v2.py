@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
 import tarfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -20,6 +22,30 @@ from corpus_factory import raw_tar_header
 from PIL import Image
 
 SECRET_RGB = (201, 17, 99)  # the colour of the picture outside the root: it must never reach an output
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that counts the connections it is offered: every network reference
+    in the hostile corpus points here (`make_hostile(..., port=listener.port)`), and none may arrive."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(addr)
+            conn.close()
+
+    def close(self):
+        self.sock.close()
 
 
 def _secret_png(outside: Path) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from dataengine.proctree import TreeRss
 from dataengine.recipe import load_recipe
 from dataengine.tokenize.fit import ensure_tokenizers
 
+from hostile.kinds_v2 import Listener
 from hostile.make_hostile import HOSTILE_DECODE, make_hostile
 
 # tar members and files that change after discovery need the decode stage to read through
@@ -33,7 +32,7 @@ def hostile_run(tmp_path_factory, ray_local, monkeypatch_module):
     base = tmp_path_factory.mktemp("hostile")
     good, bad = base / "good", base / "hostile"
     make_mixed_corpus(good, broken=False)
-    listener = _Listener()  # every network reference in the corpus points here
+    listener = Listener()  # every network reference in the corpus points here
     h = make_hostile(bad, port=listener.port)
     curate = {"filters": {}, "mixture": {"policy": "none"}, "dedup": {"exact": False, "near": False}}
     path = tiny_recipe(base, decode=HOSTILE_DECODE, curate=curate)
@@ -64,29 +63,6 @@ def hostile_run(tmp_path_factory, ray_local, monkeypatch_module):
     listener.close()
     return {"h": h, "out": base / "out", "base_out": base / "out_base", "manifest": manifest,
             "rss": (rss_base, rss_hostile), "connections": listener.connections}
-
-
-class _Listener:
-    """A TCP server on 127.0.0.1 that counts the connections it is offered."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, addr = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(addr)
-            conn.close()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
