@@ -21,7 +21,7 @@ the resident memory of that process (the DRIVER) and of its whole tree (driver +
 raylet, GCS and every Ray worker: the sum, shared pages counted in each process
 that maps them), and the CPU seconds of each process, each sample's increase
 charged to the process title at that moment (a Ray worker's title names the task
-it runs: ``ray::_scan``, ``ray::_star``, ...), which gives CPU seconds per stage.
+it runs: ``ray::scan_part``, ``ray::_star``, ...), which gives CPU seconds per stage.
 
 Throughput over the decode + tokenize phase comes from the work items' commit
 times: each part's mtime (the worker writes it, then renames it into place; the
@@ -124,7 +124,6 @@ class RunSampler(Sampler):
             return
         tree, driver, other = 0, 0, 0
         now = time.time()
-        finalizing = "ray::_finalize" in self.first_seen
         for pid in descendants(table, self.root):
             try:
                 rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self.page
@@ -137,8 +136,6 @@ class RunSampler(Sampler):
             else:
                 other = max(other, rss)
                 title = _title(argv)
-                if title.endswith("<lambda>"):  # distributed.py's two lambdas: agree (dedup), range (after finalize)
-                    title = "ray::range_reduce (lambda)" if finalizing else "ray::agree (lambda)"
             f = table[pid]
             cpu = (int(f[11]) + int(f[12])) / self.tick
             used = cpu - self.cpu_seen.get(pid, 0.0)  # a new process: all of its CPU is new (it is in the run)
@@ -152,7 +149,7 @@ class RunSampler(Sampler):
 
 
 def _title(argv: list[str]) -> str:
-    """A Ray worker's title (``ray::_scan``: the task it runs now), else the program (a script for python)."""
+    """A Ray worker's title (``ray::scan_part``: the task it runs now), else the program (a script for python)."""
     head = argv[0].strip() if argv else ""
     if head.startswith("ray::"):
         return head.split(" ")[0]

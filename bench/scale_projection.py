@@ -9,20 +9,23 @@ MEASURED here (on the largest size's run, this machine):
   - seconds per row per stage: decode + tokenize from the run's /proc CPU of its ItemWorker processes
     (actor start-up left out: a fixed cost); every curation stage from a profile of the real
     `curate_and_write` (+ `write_rejects`) re-run here on the run's candidate parts, on a local Ray,
-    with `ray.timeline()`: busy seconds of each task by function (_scan, _exact, _bands, ...; on a
+    with `ray.timeline()`: busy seconds of each task by function (scan_part, exact, bands, ...; on a
     machine whose cores the tasks fill, ~ core-seconds; the profile's whole-tree CPU is recorded
     beside it), and the star rounds of connected components (_star calls / R);
   - the driver's Python heap per listing task (`scale_out.driver_state_bytes`: the listing plan, one task per
     top-level folder; nothing per sample group), and the driver memory
     per live ObjectRef of a small task return (a local Ray, here: `ref_cost`);
   - the largest Ray process's peak RSS (an ItemWorker: the memory one worker needs).
-ASSUMED (flags; printed with the result): the node (cores, memory, NIC), the object store share of
-memory (Ray's default 30%), Ray's inline-return limit (task returns under 100 KiB live in the
-owner's, i.e. the driver's, memory store), the star rounds at 1B (the measured ones), that 1B samples
+ASSUMED (flags; printed with the result): the node (cores, memory, NIC), the mixture groups (the
+driver folds a groups x 4,096 histogram), the star rounds at 1B (the measured ones), that 1B samples
 look like this corpus (its tokens per row and duplicate rates), that CPU parallelises perfectly over
 all cores, and that a shuffle is network-bound at the NIC rate with (N-1)/N of its bytes crossing it.
 The engine's own rules give the plan: `items.item_units_for` (parts P), R = G = min(P, 2 x CPUs)
-reducers and part groups, range reducers min(4 x rows / shard_rows, 4P, 4096) + 1 per split.
+reducers and part groups, range reducers min(4 x rows / shard_rows, 4P, 4096) + 1 per split, tasks
+in flight W = 4 x CPUs, and a combine level (`curate.exchange`) wherever a reducer would open more than
+FAN_IN files: mapper files are rewritten once in groups, so those bytes cross the network twice.
+Shuffles go through files on shared storage, so the driver holds W task handles, never one per
+(mapper, reducer); its plan is the part paths (P x PATH_BYTES).
 """
 from __future__ import annotations
 
@@ -30,15 +33,17 @@ import json
 import math
 from pathlib import Path
 
-INLINE = 100 * 1024  # Ray's max_direct_call_object_size default (assumed): smaller returns live in the owner
+from dataengine.curate.exchange import FAN_IN
+
 
 STAGES = {  # curation stage -> the task functions (`ray.timeline()` names, last component) whose time it is
-    "scan": ["_scan"], "exact shuffle": ["_exact"], "band shuffle": ["_bands"],
-    "pair joins": ["_attach", "agree", "_verify"],
-    "connected components": ["_shuffle", "_star", "_label", "_route", "_sizes"],
-    "fate": ["_fate"], "finalize": ["_finalize"], "range shuffle + shard write": ["range_reduce", "_write"],
-    "rejects": ["write"],
+    "scan": ["scan_part"], "exact shuffle": ["exact", "twins"], "band shuffle": ["bands"],
+    "pair joins": ["attach", "agree"],
+    "connected components": ["_shuffle", "_star", "_label", "route", "sizes"],
+    "fate": ["fate"], "finalize": ["finalize"], "range shuffle + shard write": ["range_", "write"],
+    "rejects": ["write_rejects"], "combine levels": ["_combine_body"],
 }
+PATH_BYTES = 150  # a part's path as a Python str on the driver (the plan: parts and reject files)
 
 
 def add_arguments(ap) -> None:
@@ -48,7 +53,7 @@ def add_arguments(ap) -> None:
     g.add_argument("--node-cores", type=int, default=32)
     g.add_argument("--node-mem-gib", type=float, default=128)
     g.add_argument("--nic-gbit", type=float, default=25, help="per node, each way (default 25)")
-    g.add_argument("--object-store-share", type=float, default=0.3, help="Ray's default object store share")
+    g.add_argument("--groups", type=int, default=64, help="mixture groups (source/kind) at 1B (default 64)")
     g.add_argument("--cc-rounds", type=int, help="star rounds of connected components at 1B (default: measured)")
     g.add_argument("--no-projection", action="store_true")
 
@@ -151,7 +156,6 @@ def profile_curation(ray, out: Path, recipe) -> dict:
     components.TASK_CPUS = saved
     components._tasks.cache_clear()
     tl = written.timings
-    boundary = t0 + tl.get("scan", 0) + tl.get("dedup", 0) + tl.get("fate_and_mixture", 0)
     events = [e for e in ray.timeline() if e.get("ph") == "X"]
     execs: dict[str, list] = {}
     for e in events:
@@ -161,9 +165,7 @@ def profile_curation(ray, out: Path, recipe) -> dict:
     for e in events:
         if not str(e.get("cat", "")).startswith("task::") or e["ts"] / 1e6 < t0:
             continue
-        fn = e["name"].rsplit(".", 1)[-1]
-        if fn == "<lambda>":  # distributed.py's two lambdas: agree (before fate), range_reduce (after finalize)
-            fn = "agree" if e["ts"] / 1e6 < boundary else "range_reduce"
+        fn = "write_rejects" if "write_rejects" in e["name"] else e["name"].rsplit(".", 1)[-1]
         ex = sum(d for ts, d in execs.get(e["tid"], []) if e["ts"] <= ts <= e["ts"] + e["dur"])
         d = by_fn.setdefault(fn, {"calls": 0, "busy_s": 0.0, "execute_s": 0.0})
         d["calls"] += 1
@@ -238,19 +240,26 @@ def project(args, out: Path, recipe_path: Path, run: dict) -> dict | None:
         R = G = max(1, min(P, 2 * cores))
         nic = args.nic_gbit * 1e9 / 8 * N  # bytes/s the cluster's NICs move, each way
         cross = (N - 1) / N
-        store = N * args.node_mem_gib * 2**30 * args.object_store_share
         rp = size  # rows per part
 
-        def stage(name, *, shuffle=0.0, objects=0, inline_piece=None, mem_task=0.0, tasks=0, note="",
+        W = 4 * cores
+
+        def opens(mappers, reducers):
+            """(files a reducer opens, combine groups or 0) for one exchange."""
+            groups = math.ceil(mappers / FAN_IN) if mappers > FAN_IN else 0
+            return (groups or mappers), groups
+
+        def stage(name, *, shuffle=0.0, exchange=None, files=0, mem_task=0.0, tasks=0, note="",
                   cores=cores, cross=cross, nic=nic):
             c = cpu[name]["s_per_row"] * S
-            t_cpu, t_net = c / cores, shuffle * cross / nic
-            d = {"shuffle_bytes": shuffle, "objects": objects, "tasks": tasks, "memory_per_task_bytes": mem_task,
+            opened, groups = opens(*exchange) if exchange else (0, 0)
+            moved = shuffle * (2 if groups else 1)  # a combine level rewrites the mapper files once
+            t_cpu, t_net = c / cores, moved * cross / nic
+            d = {"shuffle_bytes": shuffle, "bytes_moved": moved, "files_written": files + groups,
+                 "file_opens": (exchange[1] * opened + (exchange[0] if groups else 0)) if exchange else 0,
+                 "combine_groups": groups, "tasks": tasks, "driver_tasks_in_flight": min(W, tasks),
+                 "memory_per_task_bytes": mem_task,
                  "core_seconds": c, "time_cpu_s": t_cpu, "time_network_s": t_net, "time_s": max(t_cpu, t_net)}
-            if inline_piece is not None:
-                d["piece_bytes"] = inline_piece
-                d["pieces_inline_in_driver"] = bool(inline_piece < INLINE)
-                d["driver_inline_bytes"] = shuffle if inline_piece < INLINE else 0.0
             if note:
                 d["note"] = note
             return d
@@ -261,59 +270,60 @@ def project(args, out: Path, recipe_path: Path, run: dict) -> dict | None:
         members = S * (per["exact_duplicates"] + per["near_duplicates"])
         edges = S * (per["exact_duplicates"] + per["verified_pairs"])
         seq_b = S * rec["sequence_row_in_memory"]
+        nr = ranges["train"] + ranges["val"]
         st = {
-            "decode + tokenize": stage("decode + tokenize", objects=P, tasks=P,
+            "decode + tokenize": stage("decode + tokenize", tasks=P, files=P,
                                        mem_task=run["largest_ray_process_peak_rss_mib"] * 2**20,
                                        note=f"no shuffle: each worker writes its part ({rec['part_row_on_disk']:.0f} "
                                             "B/row on storage)"),
-            "scan": stage("scan", objects=P * (4 + 2 * R), tasks=P,
+            "scan": stage("scan", tasks=P, files=5 * P,
                           mem_task=rp * (rec["scan_columns_in_memory"] + rec["meta"] + rec["exact_record"]
                                          + rec["band_records_per_row"] * rec["band_record"] + rec["signature"]),
-                          note="reads every part's scan columns; keeps meta, records and signatures in the object store"),
-            "exact shuffle": stage("exact shuffle", shuffle=exact_b, objects=P * R, tasks=R, mem_task=exact_b / R,
-                                   inline_piece=rp * rec["exact_record"] / R),
-            "band shuffle": stage("band shuffle", shuffle=band_b, objects=P * R, tasks=R, mem_task=band_b / R,
-                                  inline_piece=rp * rec["band_records_per_row"] * rec["band_record"] / R),
+                          note="reads every part's scan columns; writes meta, drops, signatures and two bucket files"),
+            "exact shuffle": stage("exact shuffle", shuffle=exact_b, exchange=(P, R), files=2 * R + G,
+                                   tasks=R + G, mem_task=exact_b / R),
+            "band shuffle": stage("band shuffle", shuffle=band_b, exchange=(P, R), files=R, tasks=R,
+                                  mem_task=band_b / R),
             "pair joins": stage("pair joins", shuffle=(pairs + members) * (rec["pair"] + rec["signature"]),
-                                objects=4 * G * G, tasks=4 * G,
+                                exchange=(G, G), files=5 * G, tasks=4 * G,
                                 mem_task=S * rec["signature"] / G + (pairs + members) / G * (rec["pair"] + rec["signature"]),
-                                note="each join task holds its part group's signatures (S x 520 B / G)"),
+                                note="each join task reads its part group's signatures (S x 520 B / G, P / G files)"),
             "connected components": stage("connected components", shuffle=edges * rec["edge"] * 2 * rounds,
-                                          objects=rounds * R * R, tasks=rounds * 2 * R,
+                                          exchange=(R, R), files=rounds * 2 * R + 4 * R, tasks=rounds * 2 * R,
                                           mem_task=edges * rec["edge"] * 2 / R,
                                           note=f"{rounds} star rounds; edges = exact + verified pairs"),
-            "fate": stage("fate", objects=3 * P, tasks=P, mem_task=rp * rec["meta"] * 3),
-            "finalize": stage("finalize", objects=P * (2 + ranges["train"] + ranges["val"]), tasks=P,
+            "fate": stage("fate", tasks=P, files=P, mem_task=rp * rec["meta"] * 3),
+            "finalize": stage("finalize", tasks=P, files=2 * P,
                               mem_task=rp * (rec["part_row_in_memory"] + rec["sequence_row_in_memory"]),
                               note="reads every part again, whole"),
             "range shuffle + shard write": stage(
-                "range shuffle + shard write", shuffle=seq_b, objects=P * (ranges["train"] + ranges["val"]),
-                tasks=ranges["train"] + ranges["val"] + math.ceil(S / recipe.output.shard_rows),
-                mem_task=seq_b / (ranges["train"] + ranges["val"]),
-                inline_piece=rp * rec["sequence_row_in_memory"] / (ranges["train"] + ranges["val"]),
-                note="every kept sequence (its tokens) moves through the object store once"),
+                "range shuffle + shard write", shuffle=seq_b, exchange=(P, nr), files=nr,
+                tasks=nr + math.ceil(S / recipe.output.shard_rows), mem_task=seq_b / nr,
+                note="every kept sequence (its tokens) moves through shared storage once (twice with combine)"),
         }
-        refs_peak = P * (4 + 2 * R) + P * (2 + ranges["train"] + ranges["val"])  # scan refs live to the end
-        inline = sum(s.get("driver_inline_bytes", 0.0) for s in st.values())
+        in_flight = max(s["driver_tasks_in_flight"] for s in st.values())
         nodes[str(N)] = {
             "cores": cores, "parts": P, "item_units": size, "reducers_R": R, "part_groups_G": G, "ranges": ranges,
+            "tasks_in_flight_W": W, "fan_in": FAN_IN,
             "stages": st, "total_time_s": sum(s["time_s"] for s in st.values()),
-            "object_store_bytes": store,
-            "dedup_live_bytes": S * (rec["meta"] + rec["signature"]) + exact_b + band_b,
-            "driver": {"object_refs_peak": refs_peak,
-                       "ref_bytes": refs_peak * refs["driver_bytes_per_ref_less_payload"],
-                       "inline_piece_bytes": inline,
+            "shared_storage_bytes": S * (rec["meta"] + rec["signature"]) + exact_b + band_b + seq_b,
+            "driver": {"tasks_in_flight_peak": in_flight,
+                       "task_bytes": in_flight * refs["driver_bytes_per_ref_less_payload"],
+                       "plan_bytes": 2 * P * PATH_BYTES,  # part paths and reject files
+                       # mixture histogram (groups x 4,096 bins, ~200 B a dict entry) and two bottom-k id samples
+                       "folded_bytes": args.groups * (1 << 12) * 200 + 2 * 1024 * 200,
                        "listing_plan_bytes": S / measured["groups_per_listing_task"]
                        * measured["driver_listing_plan_bytes_per_task"],  # folders shaped like this corpus's
                        "node_memory_bytes": args.node_mem_gib * 2**30},
         }
     return {"assumed": {"samples": S, "node": {"cores": args.node_cores, "memory_gib": args.node_mem_gib,
                                                "nic_gbit_each_way": args.nic_gbit,
-                                               "object_store_share": args.object_store_share},
-                        "inline_return_limit_bytes": INLINE, "cc_rounds": rounds,
+                                               "mixture_groups": args.groups},
+                        "cc_rounds": rounds, "path_bytes": PATH_BYTES,
                         "data": "1B samples shaped like this corpus (per-row tokens, record sizes, duplicate rates)",
-                        "time": "max(CPU core-seconds / all cores, shuffle bytes x (N-1)/N / all NICs) per stage, "
-                                "stages in sequence; no stragglers, no spilling, no scheduling or per-object cost"},
+                        "time": "max(CPU core-seconds / all cores, bytes moved x (N-1)/N / all NICs) per stage, "
+                                "stages in sequence; shared storage as fast as the NICs; no stragglers, no "
+                                "scheduling or per-file cost (file_opens counts them)"},
             "measured": measured, "nodes": nodes}
 
 
@@ -337,14 +347,15 @@ def print_projection(p: dict | None) -> None:
           f"{prof['task_busy_s']}s, tree CPU {prof['tree_cpu_s']}s, {prof['cc_rounds']} star rounds; phases "
           + ", ".join(f"{k} {v}s" for k, v in prof["curate_timings_s"].items()))
     for n, d in p["nodes"].items():
+        dr = d["driver"]
         print(f"  {n} nodes ({d['cores']} cores, P={d['parts']} parts, R=G={d['reducers_R']}): total "
-              f"{d['total_time_s'] / 3600:.2f} h; driver: {d['driver']['object_refs_peak']:.3g} refs "
-              f"({_fmt(d['driver']['ref_bytes'])}), inline pieces {_fmt(d['driver']['inline_piece_bytes'])}, "
-              f"listing plan {_fmt(d['driver']['listing_plan_bytes'])}; dedup live "
-              f"{_fmt(d['dedup_live_bytes'])} vs object store {_fmt(d['object_store_bytes'])}")
+              f"{d['total_time_s'] / 3600:.2f} h; driver: {dr['tasks_in_flight_peak']} tasks in flight "
+              f"({_fmt(dr['task_bytes'])}), plan {_fmt(dr['plan_bytes'])}, folded {_fmt(dr['folded_bytes'])}, "
+              f"listing plan {_fmt(dr['listing_plan_bytes'])}; shared storage {_fmt(d['shared_storage_bytes'])}")
         for name, s in d["stages"].items():
-            print(f"    {name:<28} shuffle {_fmt(s['shuffle_bytes']):>9}  objects {s['objects']:>10.3g}  "
-                  f"mem/task {_fmt(s['memory_per_task_bytes']):>9}  time {s['time_s']:>9.0f} s")
+            print(f"    {name:<28} moved {_fmt(s['bytes_moved']):>9}  files {s['files_written']:>10.3g}  "
+                  f"opens {s['file_opens']:>10.3g}  mem/task {_fmt(s['memory_per_task_bytes']):>9}  "
+                  f"time {s['time_s']:>9.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Connected components of a string-labelled graph whose edge list lives in the Ray object store.
+"""Connected components of a string-labelled graph whose edge list lives in files (`curate.exchange`).
 
 Algorithm: alternating Large-Star / Small-Star rounds of Kiveris, Lattanzi, Mirrokni, Rastogi and
 Vassilvitskii, "Connected Components in MapReduce and Beyond" (SoCC 2014). With G(u) the
@@ -14,14 +14,15 @@ they reach, in O(log^2 n) rounds (a 2000-node path: 18-24 here), a fixpoint wher
 component is a star centred on its smallest node. That centre is the label, so the caller's
 encoded order ("<quality bits><id>...") decides which node of a component is the representative.
 
-Execution, every step a Ray task; the driver holds ObjectRefs and a few integers per round:
-  map      one task per edge partition (`num_returns=P`): rows -> (lo, hi), lo < hi (self-loops
-           dropped), keyed by the node whose neighbourhood the next step needs (Large: both ends,
-           Small: hi), split by `partition_of(key)`.
-  reduce   one task per partition: dedupe, apply the star step per key, return the new edge
-           partition and, as a separate tiny return value, a digest (count, sum mod 2**64 of a
-           64-bit hash, #keys) of its *input* edges. All rows of a key meet in one reducer, so
-           the sum of the P digests is exactly the digest of the round's input edge set E_r.
+Execution, every step a Ray task exchanging files; the driver holds folder names and a few
+integers per round (never one handle per mapper and reducer):
+  map      one task per edge file: rows -> (lo, hi), lo < hi (self-loops dropped), keyed by the
+           node whose neighbourhood the next step needs (Large: both ends, Small: hi), written as
+           P buckets by `partition_of(key)` (a combine level when there are many map files).
+  reduce   one task per partition: dedupe, apply the star step per key, write the new edge
+           partition and return a digest (count, sum mod 2**64 of a 64-bit hash, #keys) of its
+           *input* edges. All rows of a key meet in one reducer, so the sum of the P digests is
+           exactly the digest of the round's input edge set E_r.
   stop     when E_{r-2}, E_{r-1}, E_r have equal digests: a Large and a Small round in a row
            changed nothing, which is the fixpoint (3 rounds after the stars formed).
   label    star edges keyed by leaf (hi) meet every node of the input (keyed by node):
@@ -31,11 +32,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from dataengine.curate import exchange
 
 TASK_CPUS = 0.5  # small, so the shuffle fits beside other work on a 2-CPU cluster
 OUTPUT_SCHEMA = pa.schema([("node", pa.string()), ("label", pa.string())])
@@ -88,15 +92,19 @@ def partition_of(nodes: pa.Array | pa.ChunkedArray | pl.Series, num_partitions: 
 
 # ---- task bodies (module level so Ray pickles them by reference) -------------------------------
 
-def _frame(parts: tuple[pa.Table, ...], schema: dict) -> pl.DataFrame:
-    frames = [pl.from_arrow(p) for p in parts if p.num_rows]
-    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+EDGE_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string())])
+KEYED_SCHEMA = pa.schema([("key", pa.string()), ("other", pa.string())])
+NODE_SCHEMA = pa.schema([("key", pa.string())])
 
 
-def _shuffle(table: pa.Table, mode: str, num_partitions: int) -> pa.Table | tuple[pa.Table, ...]:
-    """Map: key the rows of one edge partition for `mode` and split them into P tables.
+def _frame(table: pa.Table, schema: dict) -> pl.DataFrame:
+    return pl.from_arrow(table) if table.num_rows else pl.DataFrame(schema=schema)
+
+
+def _shuffle(src: str, mode: str, num_partitions: int, out: str) -> int:
+    """Map: key the rows of one edge file for `mode` and write them as P buckets.
     mode "large": (lo, hi) under both ends; "small": under hi; "nodes": every distinct node."""
-    df = pl.from_arrow(table.select(["a", "b"]))
+    df = pl.from_arrow(exchange.read_table(src, EDGE_SCHEMA))
     if mode == "nodes":
         keyed = pl.concat([df.select(key="a"), df.select(key="b")]).unique()
     else:
@@ -106,11 +114,12 @@ def _shuffle(table: pa.Table, mode: str, num_partitions: int) -> pa.Table | tupl
         keyed = edges.select(key="hi", other="lo")
         if mode == "large":
             keyed = pl.concat([keyed, edges.select(key="lo", other="hi")])
-    keyed = keyed.with_columns(_part=pl.Series(partition_of(keyed["key"], num_partitions)))
-    groups = keyed.partition_by("_part", as_dict=True, include_key=False)
-    empty = keyed.drop("_part").clear()
-    parts = tuple(groups.get((i,), empty).to_arrow() for i in range(num_partitions))
-    return parts if num_partitions > 1 else parts[0]
+    from dataengine.curate.keys import split_by
+
+    table = keyed.to_arrow()
+    exchange.write_buckets(out, split_by(table, partition_of(keyed["key"], num_partitions), num_partitions),
+                           NODE_SCHEMA if mode == "nodes" else KEYED_SCHEMA)
+    return keyed.height
 
 
 def _edge_digest(lo: pl.Series, hi: pl.Series) -> int:
@@ -118,9 +127,9 @@ def _edge_digest(lo: pl.Series, hi: pl.Series) -> int:
     return int(_mix64(_mix64(stable_hash(lo)) ^ stable_hash(hi)).sum(dtype=np.uint64))
 
 
-def _star(mode: str, *parts: pa.Table) -> tuple[pa.Table, tuple[int, int, int]]:
-    """Reduce: one Large- or Small-Star step over the keys of one partition."""
-    df = _frame(parts, _KEYED).unique()
+def _star(mode: str, folder: str, count: int, j: int, out: str) -> tuple[int, int, int]:
+    """Reduce: one Large- or Small-Star step over the keys of partition j; writes the new edges."""
+    df = _frame(exchange.read_bucket(exchange.paths(folder, count), j, KEYED_SCHEMA), _KEYED).unique()
     key, other = pl.col("key"), pl.col("other")
     own = df.filter(key < other) if mode == "large" else df  # each input edge counted once
     lo, hi = (own["key"], own["other"]) if mode == "large" else (own["other"], own["key"])
@@ -128,23 +137,25 @@ def _star(mode: str, *parts: pa.Table) -> tuple[pa.Table, tuple[int, int, int]]:
     m = df.group_by("key").agg(m=other.min())
     if mode == "large":  # m = min G+(u); larger neighbours hang off m
         m = m.with_columns(m=pl.when(pl.col("m") < key).then("m").otherwise(key))
-        out = df.join(m, on="key").filter(other > key).select(a="m", b="other")
+        new = df.join(m, on="key").filter(other > key).select(a="m", b="other")
     else:  # every row has other < key: N = smaller neighbours, m = min N; N | {u} hang off m
         joined = df.join(m, on="key")
-        out = pl.concat([joined.filter(other != pl.col("m")).select(a="m", b="other"),
+        new = pl.concat([joined.filter(other != pl.col("m")).select(a="m", b="other"),
                          m.select(a="m", b="key")])
-    return out.unique().to_arrow(), digest
+    exchange.write_table(out, new.unique().to_arrow(), EDGE_SCHEMA)
+    return digest
 
 
-def _label(num_node_parts: int, *parts: pa.Table) -> pa.Table:
-    """Final reduce: every node of this partition with its component's smallest node."""
-    nodes = _frame(parts[:num_node_parts], {"key": pl.String}).unique()
-    leaves = _frame(parts[num_node_parts:], _KEYED).unique()  # (leaf, centre) of the converged stars
-    if leaves["key"].is_duplicated().any():
+def _label(nodes_at: tuple[str, int], leaves_at: tuple[str, int], j: int, out: str) -> int:
+    """Final reduce: every node of partition j with its component's smallest node."""
+    nodes = _frame(exchange.read_bucket(exchange.paths(*nodes_at), j, NODE_SCHEMA), {"key": pl.String}).unique()
+    leaves = _frame(exchange.read_bucket(exchange.paths(*leaves_at), j, KEYED_SCHEMA), _KEYED).unique()
+    if leaves["key"].is_duplicated().any():  # (leaf, centre) of the converged stars
         raise RuntimeError("connected_components: a node has two centres; the star fixpoint was not reached")
-    out = (nodes.join(leaves, on="key", how="left")
-           .select(node="key", label=pl.coalesce("other", "key")).sort("node"))
-    return out.to_arrow().cast(OUTPUT_SCHEMA)
+    labels = (nodes.join(leaves, on="key", how="left")
+              .select(node="key", label=pl.coalesce("other", "key")).sort("node"))
+    exchange.write_table(out, labels.to_arrow(), OUTPUT_SCHEMA)
+    return labels.height
 
 
 @functools.cache
@@ -165,45 +176,64 @@ class ComponentStats:
     edges: tuple[int, ...]    # distinct non-loop edges entering each round
 
 
-def _split(refs, n: int) -> list:
-    return list(refs) if n > 1 else [refs]
+def _keyed(t, files: list[str], mode: str, p: int, folder: str, window: int, fan_in: int) -> tuple[str, int]:
+    """Every edge file keyed for `mode` into p buckets; (folder, count) the reducers read."""
+    exchange.run_tasks(lambda i: t.shuffle.remote(files[i], mode, p, exchange.path_of(folder, i)), len(files),
+                       window=window)
+    return exchange.merged(folder, len(files), p, NODE_SCHEMA if mode == "nodes" else KEYED_SCHEMA,
+                           window=window, fan_in=fan_in)
 
 
-def connected_components_with_stats(edge_refs: list, num_partitions: int, *,
-                                    max_rounds: int = 64) -> tuple[list, ComponentStats]:
+def connected_components_with_stats(edge_files: list[str], num_partitions: int, work, *, max_rounds: int = 64,
+                                    window: int = 64, fan_in: int = exchange.FAN_IN) -> tuple[list[str], ComponentStats]:
     """`connected_components`, plus how many rounds it took and the edge count of each round."""
-    import ray
+    import shutil
 
     if not isinstance(num_partitions, int) or num_partitions < 1:
         raise ValueError(f"num_partitions must be a positive int, got {num_partitions!r}")
-    t, p = _tasks(), num_partitions
-    edges, history, nodes = list(edge_refs), [], 0
+    t, p, work = _tasks(), num_partitions, Path(work)
+    edges, history, nodes = [str(f) for f in edge_files], [], 0
     for r in range(max_rounds):
         mode = "large" if r % 2 == 0 else "small"
-        keyed = [_split(t.shuffle.options(num_returns=p).remote(e, mode, p), p) for e in edges]
-        outs = [t.star.options(num_returns=2).remote(mode, *[k[j] for k in keyed]) for j in range(p)]
-        digests = ray.get([d for _, d in outs])  # p tuples of 3 ints; the edges stay in the store
-        history.append((sum(d[0] for d in digests), sum(d[1] for d in digests) % 2**64))
+        rnd = work / f"round-{r:03d}"
+        at = _keyed(t, edges, mode, p, str(rnd / "keyed"), window, fan_in)
+        out = exchange.paths(rnd / "edges", p)
+        total = [0, 0, 0]
+
+        def fold(_, d):
+            total[0] += d[0]
+            total[1] = (total[1] + d[1]) % 2**64
+            total[2] += d[2]
+        exchange.run_tasks(lambda j: t.star.remote(mode, *at, j, out[j]), p, fold, window=window)
+        history.append((total[0], total[1]))
         if r == 0:  # a Large round: its keys are all nodes with a non-loop edge
-            nodes = sum(d[2] for d in digests)
-        edges = [e for e, _ in outs]
+            nodes = total[2]
+        shutil.rmtree(rnd / "keyed", ignore_errors=True)
+        if r:
+            shutil.rmtree(work / f"round-{r - 1:03d}", ignore_errors=True)  # its edges were this round's input
+        edges = out
         if history[-1][0] == 0 or (len(history) >= 3 and history[-3] == history[-2] == history[-1]):
             break
     else:
         raise RuntimeError(f"connected_components: no fixpoint after {max_rounds} rounds on a graph of "
                            f"{nodes} nodes and {history[0][0]} distinct edges; raise max_rounds")
-    node_parts = [_split(t.shuffle.options(num_returns=p).remote(e, "nodes", p), p) for e in edge_refs]
-    leaf_parts = [_split(t.shuffle.options(num_returns=p).remote(e, "small", p), p) for e in edges]
-    labels = [t.label.remote(len(node_parts), *[k[j] for k in node_parts], *[k[j] for k in leaf_parts])
-              for j in range(p)]
+    nodes_at = _keyed(t, [str(f) for f in edge_files], "nodes", p, str(work / "nodes"), window, fan_in)
+    leaves_at = _keyed(t, edges, "small", p, str(work / "leaves"), window, fan_in)
+    labels = exchange.paths(work / "labels", p)
+    exchange.run_tasks(lambda j: t.label.remote(nodes_at, leaves_at, j, labels[j]), p, window=window)
+    for d in ("nodes", "leaves", f"round-{len(history) - 1:03d}"):
+        shutil.rmtree(work / d, ignore_errors=True)
     return labels, ComponentStats(rounds=len(history), nodes=nodes, edges=tuple(c for c, _ in history))
 
 
-def connected_components(edge_refs: list, num_partitions: int, *, max_rounds: int = 64) -> list:
-    """edge_refs: ObjectRefs of pyarrow.Table with string columns `a`, `b` (undirected edges;
-    self-loops and duplicates allowed; a node appearing only in a self-loop is its own component).
-    Returns `num_partitions` ObjectRefs of pyarrow.Table(node: string, label: string): every node
-    that appears in any edge exactly once across all returned tables, partitioned by a stable hash
-    of `node` (the partition of a node is `partition_of(node, num_partitions)`), rows sorted by
-    node; label = smallest node of its component."""
-    return connected_components_with_stats(edge_refs, num_partitions, max_rounds=max_rounds)[0]
+def connected_components(edge_files: list[str], num_partitions: int, work, *, max_rounds: int = 64,
+                         window: int = 64, fan_in: int = exchange.FAN_IN) -> list[str]:
+    """edge_files: Arrow IPC files (`exchange.write_table`) of tables with string columns `a`, `b`
+    (undirected edges; self-loops and duplicates allowed; a node appearing only in a self-loop is its
+    own component). `work`: a scratch folder for the rounds. Returns `num_partitions` files of
+    pyarrow.Table(node: string, label: string) in ``<work>/labels``: every node that appears in any
+    edge exactly once across all of them, partitioned by a stable hash of `node` (the partition of a
+    node is `partition_of(node, num_partitions)`), rows sorted by node; label = smallest node of its
+    component."""
+    return connected_components_with_stats(edge_files, num_partitions, work, max_rounds=max_rounds, window=window,
+                                           fan_in=fan_in)[0]

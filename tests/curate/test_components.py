@@ -6,7 +6,8 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
-from dataengine.curate.components import (connected_components, connected_components_with_stats,
+from dataengine.curate import exchange
+from dataengine.curate.components import (OUTPUT_SCHEMA, connected_components, connected_components_with_stats,
                                           partition_of, stable_hash)
 
 
@@ -39,11 +40,19 @@ def _graph(seed):
     return [pairs[k][0] for k in order], [pairs[k][1] for k in order]
 
 
-def _split(a, b, num_refs, rng, ray):
-    cuts = np.sort(rng.integers(0, len(a) + 1, num_refs - 1))
+def _files(tables, folder):
+    """Edge files as curation writes them (one Arrow IPC bucket each)."""
+    out = exchange.paths(folder, len(tables))
+    for t, f in zip(tables, out):
+        exchange.write_table(f, t, pa.schema([("a", pa.string()), ("b", pa.string())]))
+    return out
+
+
+def _split(a, b, num_files, rng, folder):
+    cuts = np.sort(rng.integers(0, len(a) + 1, num_files - 1))
     bounds = [0, *cuts.tolist(), len(a)]
-    return [ray.put(pa.table({"a": pa.array(a[s:e], pa.string()), "b": pa.array(b[s:e], pa.string())}))
-            for s, e in zip(bounds[:-1], bounds[1:])]
+    return _files([pa.table({"a": pa.array(a[s:e], pa.string()), "b": pa.array(b[s:e], pa.string())})
+                   for s, e in zip(bounds[:-1], bounds[1:])], folder)
 
 
 def _expected(a, b):
@@ -57,9 +66,9 @@ def _expected(a, b):
     return dict(zip(nodes.tolist(), nodes[first[comp]].tolist()))
 
 
-def _check(refs, ray, num_partitions):
+def _check(label_files, num_partitions):
     """Schema, partitioning and sort order of the result; returns {node: label}."""
-    tables = ray.get(refs)
+    tables = [exchange.read_table(f, OUTPUT_SCHEMA) for f in label_files]
     assert len(tables) == num_partitions
     out = {}
     for j, t in enumerate(tables):
@@ -72,79 +81,82 @@ def _check(refs, ray, num_partitions):
     return out
 
 
-@pytest.mark.parametrize("seed,num_refs,num_partitions", [(0, 3, 4), (1, 5, 8), (2, 1, 3)])
-def test_matches_scipy(ray_local, seed, num_refs, num_partitions):
+@pytest.mark.parametrize("seed,num_files,num_partitions,fan_in", [(0, 3, 4, 256), (1, 5, 8, 2), (2, 1, 3, 256)])
+def test_matches_scipy(ray_local, tmp_path, seed, num_files, num_partitions, fan_in):
     a, b = _graph(seed)
-    refs = _split(a, b, num_refs, np.random.default_rng(seed), ray_local)
-    out, stats = connected_components_with_stats(refs, num_partitions)
-    got = _check(out, ray_local, num_partitions)
+    files = _split(a, b, num_files, np.random.default_rng(seed), tmp_path / "in")
+    out, stats = connected_components_with_stats(files, num_partitions, tmp_path / "work", fan_in=fan_in)
+    got = _check(out, num_partitions)
     want = _expected(a, b)
     assert got == want
     assert len(set(want.values())) > 100  # many components, not one giant one
     assert stats.rounds < 40
 
 
-def test_label_is_smallest_string_not_number(ray_local):
+def test_label_is_smallest_string_not_number(ray_local, tmp_path):
     a = ["9", "10", "1a", "b", "B", "é", "z", "zz", "q", "q", "x"]
     b = ["10", "1a", "9", "B", "é", "z", "zz", "b", "q", "q", "x"]
-    refs = [ray_local.put(pa.table({"a": a[:4], "b": b[:4]})),
-            ray_local.put(pa.table({"a": a[4:], "b": b[4:]}))]
-    got = _check(connected_components(refs, 2), ray_local, 2)
+    files = _files([pa.table({"a": a[:4], "b": b[:4]}), pa.table({"a": a[4:], "b": b[4:]})], tmp_path / "in")
+    got = _check(connected_components(files, 2, tmp_path / "work"), 2)
     assert got == {"9": "10", "10": "10", "1a": "10", "b": "B", "B": "B", "é": "B", "z": "B", "zz": "B",
                    "q": "q", "x": "x"}
 
 
-def test_deterministic_across_inputs_and_partitions(ray_local):
+def test_deterministic_across_inputs_and_partitions(ray_local, tmp_path):
     a, b = _graph(3)
     rng = np.random.default_rng(3)
     results = []
-    for num_refs, num_partitions in [(1, 1), (4, 3), (7, 8)]:
-        refs = _split(a, b, num_refs, rng, ray_local)
-        results.append(_check(connected_components(refs, num_partitions), ray_local, num_partitions))
+    for num_files, num_partitions in [(1, 1), (4, 3), (7, 8)]:
+        files = _split(a, b, num_files, rng, tmp_path / f"in{num_files}")
+        results.append(_check(connected_components(files, num_partitions, tmp_path / f"w{num_files}"),
+                              num_partitions))
     assert results[0] == results[1] == results[2] == _expected(a, b)
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])
-def test_rounds_stay_small_on_long_path(ray_local, monkeypatch, order):
+def test_rounds_stay_small_on_long_path(ray_local, tmp_path, monkeypatch, order):
     names = sorted(f"p{i:05d}" for i in range(2000))
     if order == "shuffled":
         names = [names[k] for k in np.random.default_rng(7).permutation(2000)]
-    refs = _split(names[:-1], names[1:], 3, np.random.default_rng(0), ray_local)
+    files = _split(names[:-1], names[1:], 3, np.random.default_rng(0), tmp_path / "in")
     fetched = []
     real_get = ray_local.get
 
-    def spy(obj, *args, **kwargs):  # the driver may only fetch digests, never edge tables
+    def spy(obj, *args, **kwargs):  # the driver may only fetch digests and counts, never edge tables
         value = real_get(obj, *args, **kwargs)
         fetched.extend(value if isinstance(value, list) else [value])
         return value
 
     monkeypatch.setattr(ray_local, "get", spy)
-    out, stats = connected_components_with_stats(refs, 4)
+    out, stats = connected_components_with_stats(files, 4, tmp_path / "work")
     monkeypatch.undo()
-    assert fetched and all(isinstance(d, tuple) and len(d) == 3 and all(isinstance(x, int) for x in d)
-                           for d in fetched)
+    digests = [d for d in fetched if isinstance(d, tuple)]
+    assert digests and all(len(d) == 3 and all(isinstance(x, int) for x in d) for d in digests)
+    assert all(isinstance(d, int) for d in fetched if not isinstance(d, tuple))
     assert stats.rounds == len(stats.edges) < 40
     assert stats.nodes == 2000 and stats.edges[0] == 1999
-    got = _check(out, ray_local, 4)
+    got = _check(out, 4)
     assert set(got.values()) == {"p00000"} and len(got) == 2000
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["labels"]  # rounds removed as they end
 
 
-def test_max_rounds_exceeded_names_graph_size(ray_local):
+def test_max_rounds_exceeded_names_graph_size(ray_local, tmp_path):
     names = [f"v{i}" for i in range(500)]
-    refs = [ray_local.put(pa.table({"a": names[:-1], "b": names[1:]}))]
+    files = _files([pa.table({"a": names[:-1], "b": names[1:]})], tmp_path / "in")
     with pytest.raises(RuntimeError, match="500 nodes and 499 distinct edges"):
-        connected_components(refs, 2, max_rounds=3)
+        connected_components(files, 2, tmp_path / "work", max_rounds=3)
 
 
-def test_empty_and_self_loop_only_inputs(ray_local):
+def test_empty_and_self_loop_only_inputs(ray_local, tmp_path):
     empty = pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())})
     loops = pa.table({"a": ["s", "t", "s"], "b": ["s", "t", "s"]})
-    tables = ray_local.get(connected_components([ray_local.put(empty)], 3))
+    e, el = _files([empty], tmp_path / "e"), _files([empty, loops], tmp_path / "el")
+    tables = [exchange.read_table(f, OUTPUT_SCHEMA) for f in connected_components(e, 3, tmp_path / "w1")]
     assert [t.num_rows for t in tables] == [0, 0, 0]
-    got = _check(connected_components([ray_local.put(empty), ray_local.put(loops)], 3), ray_local, 3)
+    got = _check(connected_components(el, 3, tmp_path / "w2"), 3)
     assert got == {"s": "s", "t": "t"}
     with pytest.raises(ValueError):
-        connected_components([ray_local.put(empty)], 0)
+        connected_components(e, 0, tmp_path / "w3")
 
 
 def _reference_hash(s: str) -> int:

@@ -91,8 +91,9 @@ def setup(tmp_path_factory, ray_local):
                                              "mixture": {"policy": "temperature", "temperature": 2.0}}))
     cand = make_candidates(vocab)
     runs = {}
-    for n_parts in (1, 3, 7):
-        d = base / f"p{n_parts}"
+    for n_parts, fan_in in ((1, 256), (3, 256), (7, 256), (7, 2)):
+        key = n_parts if fan_in == 256 else f"{n_parts}/fan_in={fan_in}"  # fan_in 2: combine levels everywhere
+        d = base / f"p{n_parts}-{fan_in}"
         (d / "parts").mkdir(parents=True)
         vocab.save(d / "vocab.json")
         cuts = np.linspace(0, cand.num_rows, n_parts + 1).astype(int)
@@ -102,9 +103,9 @@ def setup(tmp_path_factory, ray_local):
         for k in range(n_parts):
             paths.append(str(d / "parts" / f"part-{k:06d}.parquet"))
             pq.write_table(cand.slice(cuts[k], cuts[k + 1] - cuts[k]), paths[-1])
-        written = curate_and_write(paths, recipe, d, cpus=2)
+        written = curate_and_write(paths, recipe, d, cpus=2, fan_in=fan_in)
         counts = write_rejects(written.rejects, d / "rejects.parquet")
-        runs[n_parts] = (d, written, counts)
+        runs[key] = (d, written, counts)
     return {"cand": cand, "recipe": recipe, "runs": runs}
 
 
@@ -180,6 +181,43 @@ def test_shards_and_rejects_are_byte_identical_for_any_number_of_parts(setup):
     one = fingerprint(1)
     assert one[0] and all(n <= 40 for _, _, n in one[0])
     assert fingerprint(3) == one and fingerprint(7) == one
+    assert fingerprint("7/fan_in=2") == one
+    assert (setup["runs"]["7/fan_in=2"][1].scratch / "scan" / "exact" / "combined").is_dir()
+
+
+def _tables_in(value) -> list:
+    if isinstance(value, (pa.Table, pa.RecordBatch, pa.Array, pa.ChunkedArray, pl.DataFrame, pl.Series, np.ndarray)):
+        return [type(value).__name__]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tables_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tables_in(v)]
+    return []
+
+
+def test_the_driver_receives_counts_never_tables(setup, tmp_path, monkeypatch):
+    import ray
+
+    d, _, _ = setup["runs"][3]
+    fetched, real_get = [], ray.get
+
+    def spy(obj, *args, **kwargs):
+        value = real_get(obj, *args, **kwargs)
+        fetched.append(value)
+        return value
+
+    monkeypatch.setattr(ray, "get", spy)
+    paths = sorted(str(p) for p in (d / "parts").glob("part-*.parquet"))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "vocab.json").write_bytes((d / "vocab.json").read_bytes())
+    curate_and_write(paths, setup["recipe"], out, cpus=2)
+    monkeypatch.undo()
+    assert len(fetched) > 20 and not [t for v in fetched for t in _tables_in(v)]
+    from dataengine.curate.verdicts import SAMPLES
+
+    # counts, a fate's bottom-k id sample (bounded per task, not by rows), a shard's manifest entries
+    assert max(len(repr(v)) for v in fetched) < 2 * SAMPLES * 100
 
 
 def test_shards_are_exact_slices_of_the_id_order(setup):
