@@ -97,7 +97,10 @@ def driver_state_bytes(recipe_path: Path, corpus: Path) -> dict:
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    tasks = listing.plan(source_roots(recipe), storage.options_from_env())
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:  # the root's own file names go there, not into the plan
+        tasks = listing.plan(source_roots(recipe), storage.options_from_env(), work)
     total = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     return {"listing_tasks": len(tasks), "plan_bytes": total, "plan_bytes_per_task": round(total / max(len(tasks), 1), 1)}

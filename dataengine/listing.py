@@ -1,9 +1,10 @@
 """Listing as Ray tasks: the driver plans shares of each source, workers list them and write unit parts.
 
-    driver: each source root's top level (one directory read, or one delimiter listing on S3)
+    planner task per source: its root's top level (one directory read, or one delimiter listing on S3)
       -> one listing task per top-level folder (its whole subtree), and per chunk of the root's own
          files (ROOT_CHUNK sample keys: ``x.jpg``, ``x.txt``, ``x.json`` and ``x.tar`` with its
-         img2dataset ``x.parquet`` and ``x_stats.json`` always land in one chunk)
+         img2dataset ``x.parquet`` and ``x_stats.json`` always land in one chunk), a row span of
+         the root's files written by the planner (LISTING/root-<source>.parquet)
       -> each task: `discover(scope=...)`, its units sorted by id -> LISTING/units-<task>.parquet,
          its rejects -> LISTING/rejects-<task>.parquet; it returns counts and a digest, which is all
          the driver keeps (O(tasks), never O(files))
@@ -15,8 +16,8 @@ deeper is only known once it is listed: that source is listed again, as one task
 units and rejects are exactly those of `discover` over the whole source (tests/test_listing.py).
 Work items (`pipeline.items`) are cut from the unit parts in task order.
 
-Limits, for the planners: a root holding millions of entries directly is read by the driver (names
-only, once); a source with a manifest is listed by one worker.
+Limits, for the planners: a root holding millions of entries directly is read by one worker (names
+and stamps, once, sorted in its memory); a source with a manifest is listed by one worker.
 """
 from __future__ import annotations
 
@@ -90,29 +91,37 @@ class Listing:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def plan(sources: list[tuple[str, Path | str]], options: storage.StorageOptions | None) -> list[ListTask]:
-    """The listing tasks: each root's top level read here (one level), its shares handed out."""
-    tasks = []
-    for name, root in sources:
-        try:
-            if storage.is_remote(root):
-                root = storage.normalize(root)
-                entries, dirs = storage.list_top(root, options)
-                names = [e.rel for e in entries]
-            else:
-                root = str(Path(storage.local_path(root)).resolve())
-                entries, names, dirs = None, [], []
-                with os.scandir(root) as it:  # links (to folders too) are checked as files, as os.walk does
-                    for e in it:
-                        (dirs if e.is_dir(follow_symlinks=False) else names).append(e.name)
-        except OSError:  # missing, not a folder, cannot be listed: the whole-source task says why
-            tasks.append(ListTask(name, str(root), None))
-            continue
-        tasks.extend(_shares(name, root, sorted(names), sorted(dirs), entries))
-    return tasks
+ROOT_SCHEMA = pa.schema([("name", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
 
 
-def _shares(name: str, root: str, names: list[str], dirs: list[str], entries) -> list[ListTask]:
+def plan(sources: list[tuple[str, Path | str]], options: storage.StorageOptions | None, work: Path) -> list[ListTask]:
+    """The listing tasks of every source, planned in this process (`run_listing` plans in Ray tasks)."""
+    return [t for i, (name, root) in enumerate(sources) for t in plan_source(i, name, root, options, str(work))]
+
+
+def plan_source(index: int, name: str, root, options: storage.StorageOptions | None, work: str) -> list[ListTask]:
+    """One source's listing tasks: its root's top level read once (one directory read, or one delimiter
+    listing on S3); the root's own files go to ``<work>/root-<index>.parquet`` ordered by sample key, and
+    each chunk task names a row span of it, so a plan holds no file names, whatever the root holds."""
+    try:
+        if storage.is_remote(root):
+            root = storage.normalize(root)
+            entries, dirs = storage.list_top(root, options)
+            names = [e.rel for e in entries]
+        else:
+            root = str(Path(storage.local_path(root)).resolve())
+            entries, names, dirs = None, [], []
+            with os.scandir(root) as it:  # links (to folders too) are checked as files, as os.walk does
+                for e in it:
+                    (dirs if e.is_dir(follow_symlinks=False) else names).append(e.name)
+    except OSError:  # missing, not a folder, cannot be listed: the whole-source task says why
+        return [ListTask(name, str(root), None)]
+    if entries is not None:
+        entries = sorted(entries, key=lambda e: e.rel)
+    return _shares(name, root, sorted(names), sorted(dirs), entries, Path(work) / f"root-{index:06d}.parquet")
+
+
+def _shares(name: str, root: str, names: list[str], dirs: list[str], entries, table_path: Path) -> list[ListTask]:
     stems = {d: d for d in dirs}
     remote = entries is not None
     if (not names and not dirs) or any(MI.manifest_format(n) or MI.shard_metadata(n, stems) for n in names) \
@@ -123,14 +132,35 @@ def _shares(name: str, root: str, names: list[str], dirs: list[str], entries) ->
         key = n[:-len(MI.STATS_SUFFIX)] if n.endswith(MI.STATS_SUFFIX) else n
         by_key.setdefault(key.split(".", 1)[0], []).append(i)
     keys = sorted(by_key)
+    order = [i for k in keys for i in by_key[k]]  # rows by (sample key, name): a chunk of keys is a row span
+    write_table(pa.table({"name": [names[i] for i in order],
+                          "size": [entries[i].size for i in order] if remote else [None] * len(order),
+                          "mtime_ns": [entries[i].mtime_ns for i in order] if remote else [None] * len(order)},
+                         schema=ROOT_SCHEMA), table_path)
+    ends = [0]
+    for k in keys:
+        ends.append(ends[-1] + len(by_key[k]))
     tasks = []
     skipped = [d for d in dirs if folder_problem(d)]  # hidden or reserved: one reject row each
     for s in range(0, max(len(keys), 1 if skipped else 0), ROOT_CHUNK):
-        idx = sorted(i for k in keys[s:s + ROOT_CHUNK] for i in by_key[k])
-        tasks.append(ListTask(name, root, ("files", [names[i] for i in idx],
-                                           [entries[i] for i in idx] if remote else None, skipped if s == 0 else [])))
+        span = (str(table_path), ends[s] if keys else 0, ends[min(s + ROOT_CHUNK, len(keys))] if keys else 0)
+        tasks.append(ListTask(name, root, ("rows", *span, remote, skipped if s == 0 else [])))
     tasks += [ListTask(name, root, ("tree", d)) for d in dirs if d not in skipped]
     return tasks
+
+
+def scope_of(task: ListTask) -> tuple | None:
+    """`discover`'s scope for a task: a chunk's row span of its root table read back as ("files", names,
+    entries, skipped), names in sorted order."""
+    sc = task.scope
+    if not sc or sc[0] != "rows":
+        return sc
+    _, path, start, stop, remote, skipped = sc
+    t = read_spans([[path, start, stop]], ROOT_SCHEMA).sort_by("name")
+    names = t.column("name").to_pylist()
+    entries = [storage.Entry(n, z, m) for n, z, m in zip(names, t.column("size").to_pylist(),
+                                                         t.column("mtime_ns").to_pylist())] if remote else None
+    return ("files", names, entries, skipped)
 
 
 def run_listing(sources: list[tuple[str, Path | str]], *, max_file_bytes: int, work: Path,
@@ -140,7 +170,9 @@ def run_listing(sources: list[tuple[str, Path | str]], *, max_file_bytes: int, w
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    tasks = plan(sources, options)
+    planner = ray.remote(num_cpus=0.5)(plan_source)  # a root's names are read by a worker, not the driver
+    tasks = [t for ts in ray.get([planner.remote(i, name, root, options, str(work))
+                                  for i, (name, root) in enumerate(sources)]) for t in ts]
     task = ray.remote(num_cpus=0.5)(list_share)  # listing waits on the disk or the network more than the CPU
     parts = ray.get([task.remote(i, t, max_file_bytes, options, str(work)) for i, t in enumerate(tasks)])
     again = {t.source for t, p in zip(tasks, parts) if t.scope is not None and p["manifests"]}
@@ -158,12 +190,14 @@ def run_listing(sources: list[tuple[str, Path | str]], *, max_file_bytes: int, w
                 Path(p["units_path"]).unlink(missing_ok=True)
                 Path(p["rejects_path"]).unlink(missing_ok=True)
         parts = [p if isinstance(p, dict) else ray.get(p) for p in final]
+    for f in work.glob("root-*.parquet"):  # the planners' tables of root files: every chunk task has read its span
+        f.unlink()
     return Listing(work, parts)
 
 
 def list_share(index: int, task: ListTask, max_file_bytes: int, options, out_dir: str) -> dict:
     """One listing task: its share's units (sorted by id) and rejects as two parts; returns their counts."""
-    found = discover([(task.source, task.root)], max_file_bytes=max_file_bytes, options=options, scope=task.scope)
+    found = discover([(task.source, task.root)], max_file_bytes=max_file_bytes, options=options, scope=scope_of(task))
     units = sorted(found.units, key=lambda u: u.unit_id)
     units_path, rejects_path = Path(out_dir) / f"units-{index:06d}.parquet", Path(out_dir) / f"rejects-{index:06d}.parquet"
     write_table(pa.Table.from_pylist([u.to_row() for u in units], schema=UNIT_SCHEMA), units_path)

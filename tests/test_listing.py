@@ -20,10 +20,13 @@ CAP = 50_000_000
 
 def _scoped(sources, options=None):
     """Every task of the plan run in this process: (tasks, Discovered-like union)."""
-    tasks = listing.plan(sources, options)
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="plan-")
+    tasks = listing.plan(sources, options, work)
     units, rejects, files, metadata, manifests = [], [], [], [], 0
     for t in tasks:
-        f = discover([(t.source, t.root)], max_file_bytes=CAP, options=options, scope=t.scope)
+        f = discover([(t.source, t.root)], max_file_bytes=CAP, options=options, scope=listing.scope_of(t))
         units += f.units
         rejects += f.rejects
         files += f.files
@@ -81,10 +84,13 @@ def test_shares_list_what_one_walk_lists(tmp_path, monkeypatch):
     monkeypatch.setattr(listing, "ROOT_CHUNK", 2)  # several chunks of the root's own files
     tasks, whole = _same([("a", root), ("b", root / "mixed"), ("gone", tmp_path / "absent")])
     scopes = [t.scope[0] if t.scope else None for t in tasks]
-    assert scopes.count("files") >= 4 and scopes.count("tree") >= 5 and scopes[-1] is None  # the absent source
+    assert scopes.count("rows") >= 4 and scopes.count("tree") >= 5 and scopes[-1] is None  # the absent source
+    spans = [t.scope for t in tasks if t.scope and t.scope[0] == "rows"]  # a row span of the root's table:
+    assert all(sc[1].endswith(".parquet") and 0 <= sc[2] <= sc[3] for sc in spans)  # no file names in the plan
     assert {r["reason"] for r in whole.rejects} >= {"missing_source", "download_failed", "not_a_file"}
     assert any(u.media.startswith("001.tar#") and u.source == "a" for u in whole.units)
-    chunk = next(t.scope[1] for t in tasks if t.scope and t.scope[0] == "files" and "001.tar" in t.scope[1])
+    chunks = [listing.scope_of(t)[1] for t in tasks if t.scope and t.scope[0] == "rows"]
+    chunk = next(c for c in chunks if "001.tar" in c)
     assert {"001.tar", "001.parquet", "001_stats.json"} <= set(chunk)  # a shard and its metadata stay together
 
 

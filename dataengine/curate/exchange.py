@@ -80,7 +80,7 @@ def read_bucket(files: Iterable[str], index: int, schema: pa.Schema | None = Non
             b = r.get_batch(index)
             if b.num_rows:
                 batches.append(b.cast(schema) if b.schema != schema else b)
-    # copy out of the memory maps so the files may go once this returns
+    # the buffers keep their memory maps alive: a file may be replaced or removed after this returns
     if schema is None:
         raise ValueError("read_bucket: no files and no schema")
     return pa.Table.from_batches(batches, schema=schema).combine_chunks() if batches else schema.empty_table()
