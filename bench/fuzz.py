@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from dataengine.pipeline.budget import WatchedDecode
     from dataengine.pipeline.decode_stage import DecodeStage
     from dataengine.recipe import load_recipe
-    from dataengine.tokenize.fit import decode_stage_for
+    from dataengine.pipeline.decode_stage import decode_stage_for
 
     work = benchlib.work_dir(args.work) / "fuzz"
     shutil.rmtree(work, ignore_errors=True)

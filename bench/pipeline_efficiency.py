@@ -56,7 +56,7 @@ def unit_bytes(unit) -> int:
 def ideal(recipe, units: list, tokdir: Path, vocab_path: Path, item_units: int) -> dict:
     """`ItemWorker` over `units` in this process, in work items of `item_units` units (as the run cuts them)."""
     from dataengine.pipeline.items import ItemWorker
-    from dataengine.tokenize.fit import decode_stage_for
+    from dataengine.pipeline.decode_stage import decode_stage_for
 
     ex = recipe.execution
     kwargs = {"tokenizers_dir": str(tokdir), "roles": sorted(recipe.tokenizers), "vocab_path": str(vocab_path),
@@ -182,7 +182,7 @@ def start_ray(num_cpus: int | None, timing_dir: Path) -> float:
     raytiming.worker_env(Path(__file__).resolve().parent, timing_dir)
     import ray
 
-    from dataengine.pipeline.run import init_ray
+    from dataengine.pipeline.ray_session import init_ray
 
     t0 = time.time()
     # address="local": a NEW local Ray. A bare ray.init() joins any cluster another process started on this

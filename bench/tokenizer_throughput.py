@@ -86,7 +86,8 @@ def read_items(path: Path, roles: list[str]) -> dict[str, list]:
 def load_items(recipe_path: str, corpus: str, roles: list[str], max_items: int, log) -> dict[str, list]:
     from dataengine.discover import discover
     from dataengine.recipe import load_recipe
-    from dataengine.tokenize.fit import collect_samples, decode_stage_for, split_units
+    from dataengine.pipeline.decode_stage import decode_stage_for
+    from dataengine.tokenize.samples import collect_samples, split_units
 
     r = load_recipe(recipe_path, inputs=[corpus])
     found = discover([(s.name, r.resolve(s.path)) for s in r.sources], max_file_bytes=r.decode.max_file_bytes)

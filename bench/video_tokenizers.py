@@ -30,7 +30,8 @@ import numpy as np
 from dataengine.discover import discover
 from dataengine.recipe import load_recipe
 from dataengine.tokenize import load_tokenizer
-from dataengine.tokenize.fit import collect_samples, decode_stage_for, resolved_params, split_units
+from dataengine.pipeline.decode_stage import decode_stage_for
+from dataengine.tokenize.samples import collect_samples, resolved_params, split_units
 from dataengine.tokenize.image_fsq import FSQImageTokenizer
 from dataengine.tokenize.video_causal import CausalVideoTokenizer
 from dataengine.tokenize.video_frames import FramesTokenizer

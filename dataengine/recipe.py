@@ -11,8 +11,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import yaml
 from dataengine.compose.tasks import ComposeConfig
 from dataengine.curate.dedup import DedupConfig
 from dataengine.curate.mixture import MixtureConfig
+from dataengine import config
 from dataengine.errors import RecipeError
 
 TOKENIZER_ROLES = ("text", "image", "video", "audio", "sensor")
@@ -203,7 +202,7 @@ def load_recipe(path: str | Path, *, inputs: list[str] | None = None, overrides:
     except yaml.YAMLError as e:
         raise RecipeError(f"{path} is not valid YAML: {e}") from None
     for item in overrides or []:
-        data = _override(data or {}, item)
+        data = config.override(data or {}, item)
     if inputs:
         data = dict(data or {})
         data["sources"] = [{"name": _source_name(p, i), "path": p if "://" in p else str(Path(p).resolve())}
@@ -212,31 +211,10 @@ def load_recipe(path: str | Path, *, inputs: list[str] | None = None, overrides:
     return recipe
 
 
-def _override(data: dict, item: str) -> dict:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"--set {item!r}: use KEY=VALUE with a dotted key, e.g. curate.filters.image_blur.min=20")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise RecipeError(f"--set {item!r}: the value is not valid YAML ({e})") from None
-    node = data
-    parts = key.strip().split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise RecipeError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
-        node = child
-    node[parts[-1]] = value
-    return data
-
-
 def parse_recipe(data, *, base_dir: Path | str = ".", where: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: a recipe is a YAML mapping with keys {_fields(Recipe)}")
-    recipe = _build(Recipe, {**data, "base_dir": str(base_dir)}, where)
+        raise RecipeError(f"{where}: a recipe is a YAML mapping with keys {config.fields_of(Recipe)}")
+    recipe = config.build(Recipe, {**data, "base_dir": str(base_dir)}, where)
     _check_semantics(recipe, where)
     return recipe
 
@@ -248,70 +226,6 @@ def _source_name(path: str, i: int) -> str:
         return PurePosixPath(path.split("://", 1)[1].rstrip("/")).name or f"input{i}"
     name = Path(path).resolve().name or f"input{i}"
     return name
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-
-
-def _build(cls, data, where: str):
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a mapping with keys {_fields(cls)}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{where}: unknown key {key!r}{hint} Allowed keys: {_fields(cls)}")
-    kwargs = {}
-    for name, f in known.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RecipeError(f"{where}: missing required key {name!r}")
-            continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {type(value).__name__} ({value!r})")
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r})")
-        return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(args[0], value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return value
-    return value
 
 
 def _check_semantics(r: Recipe, where: str) -> None:

@@ -161,3 +161,18 @@ class Vocab:
 
 def _canonical(obj: dict, indent: int | None = None) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False) + "\n").encode()
+
+
+def token_modality_counts(tokens, group, vocab: Vocab) -> dict[str, dict[str, int]]:
+    """{group value: {modality: tokens}} from a list[int32] Polars column and a group column, vectorised."""
+    lengths = tokens.list.len().to_numpy().astype(np.int64)
+    flat = tokens.explode().drop_nulls().to_numpy().astype(np.int64)
+    if flat.size == 0:
+        return {}
+    mod_idx = vocab.modality_index(flat)
+    keys, key_idx = np.unique(group.to_numpy().astype(str), return_inverse=True)
+    per_token_group = np.repeat(key_idx, lengths)
+    table = np.zeros((len(keys), len(MODALITIES)), dtype=np.int64)
+    np.add.at(table, (per_token_group, mod_idx), 1)
+    return {str(k): {m: int(table[i, j]) for j, m in enumerate(MODALITIES) if table[i, j]}
+            for i, k in enumerate(keys)}

@@ -11,7 +11,7 @@ def ray_local():
     """One local Ray for the whole session: ray.init costs seconds (NOTES)."""
     import ray
 
-    from dataengine.pipeline.run import init_ray
+    from dataengine.pipeline.ray_session import init_ray
 
     init_ray(address="local", num_cpus=2)  # never join a cluster another test left behind
     yield ray

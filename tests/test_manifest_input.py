@@ -30,7 +30,7 @@ from s3server import s3  # noqa: F401  (the fixture)
 from dataengine import mediaio, storage
 from dataengine.discover import discover
 from dataengine.recipe import load_recipe
-from dataengine.tokenize.fit import decode_stage_for
+from dataengine.pipeline.decode_stage import decode_stage_for
 
 CAP = 50_000_000
 CAT, COFFEE, CLIP, WALK = "A tabby cat.", "A cup of coffee.", "Speech about the test corpus.", "walking"

@@ -121,7 +121,7 @@ def test_init_ray_follows_the_same_rule(env):
     import ray
     import ray.data
 
-    from dataengine.pipeline.run import init_ray
+    from dataengine.pipeline.ray_session import init_ray
 
     env.setattr(ray, "is_initialized", lambda: True)
     ctx = ray.data.DataContext.get_current()

@@ -24,7 +24,7 @@ from dataengine.discover import discover
 from dataengine.errors import RejectError
 from dataengine.pipeline.decode_stage import DecodeStage
 from dataengine.recipe import Decode, load_recipe
-from dataengine.tokenize.fit import decode_stage_for
+from dataengine.pipeline.decode_stage import decode_stage_for
 
 CAP = Decode().max_file_bytes
 

@@ -87,13 +87,9 @@ class ComposeConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ComposeConfig":
-        data = dict(data or {})
-        unknown = [k for k in data if k not in ("tasks", "templates", "pack_length")]
-        if unknown:
-            _unknown("compose", unknown[0], ["tasks", "templates", "pack_length"])
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
+        from dataengine.config import build
+
+        return build(cls, data, "compose")
 
     def weights(self, kind: str) -> dict[str, float]:
         return dict(self.tasks[kind]) if kind in self.tasks else dict(DEFAULT_TASKS[kind])

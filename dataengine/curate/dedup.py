@@ -18,7 +18,7 @@ defaults (fitted fsq_image at 400 steps on scikit-image photos; BPE on prose) is
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
@@ -49,8 +49,8 @@ class DedupConfig:
 
     exact: bool = True                     # equal content_hash (same kind) -> one cluster
     near: bool = True                      # MinHash + LSH near-duplicates
-    ngram: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_NGRAM))
-    threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLD))
+    ngram: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_NGRAM), metadata={"merge": True})
+    threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLD), metadata={"merge": True})
     num_perm: int = 128                    # std of a Jaccard estimate ~ sqrt(J(1-J)/128) <= 0.045
     lsh_margin: float = 0.15               # LSH S-curve midpoint = threshold - margin: pairs at the
     #                                        threshold become candidates with probability >= ~0.95
@@ -62,17 +62,9 @@ class DedupConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DedupConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RecipeError(f"dedup: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        for key, defaults in (("ngram", DEFAULT_NGRAM), ("threshold", DEFAULT_THRESHOLD)):
-            if key in d:  # a partial dict overrides the defaults kind by kind
-                d[key] = {**defaults, **dict(d[key] or {})}
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        from dataengine.config import build
+
+        return build(cls, d, "dedup")  # a partial ngram / threshold overrides the defaults kind by kind
 
     def validate(self) -> None:
         if self.num_perm < 8:

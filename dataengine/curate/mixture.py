@@ -25,7 +25,7 @@ adding rows to a corpus only moves the stopping point: old rows keep their relat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -58,14 +58,12 @@ class MixtureConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MixtureConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RecipeError(f"mixture: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        cfg = cls(**d)
-        validate_mixture(cfg)
-        return cfg
+        from dataengine.config import build
+
+        return build(cls, d, "mixture")
+
+    def validate(self) -> None:
+        validate_mixture(self)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Evaluate every fitted tokenizer of a folder on held-out inputs.
 
 `evaluate_tokenizers` discovers the inputs, keeps the units that fitting held
-out (`fit.split_units`: a seeded hash, `fit.holdout_fraction`; ``use_all``
+out (`samples.split_units`: a seeded hash, `fit.holdout_fraction`; ``use_all``
 takes every unit, for folders fit never saw), decodes them with the recipe's
-decode settings (`fit.collect_samples`; video frames also count as images, as
+decode settings (`samples.collect_samples`; video frames also count as images, as
 in fitting) and calls `evaluate_role` once per role found in ``DIR/<role>``.
 `evaluate_role` is the per-role entry point that fitting can call too.
 Every role reports ``items``, ``device``, ``family`` and
@@ -153,7 +153,7 @@ def _as_recipe(recipe: Recipe | str | Path | None, inputs: list | None) -> Recip
 def _decode_settings(recipe: Recipe, toks: dict, log: Callable):
     """A decode stage matching the tokenizers on disk (image size, audio rate), and the recipe it implies."""
     from dataengine.pipeline.decode_stage import DecodeStage
-    from dataengine.tokenize.fit import image_size_of
+    from dataengine.tokenize.samples import image_size_of
 
     size = (toks["image"].params.get("size") if "image" in toks
             else toks["video"].params.get("size") if "video" in toks else None) or image_size_of(recipe)
@@ -174,7 +174,7 @@ def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None,
     replace its sources. At most `max_items` eval items per role.
     """
     from dataengine.discover import discover
-    from dataengine.tokenize.fit import collect_samples, split_units
+    from dataengine.tokenize.samples import collect_samples, split_units
 
     t_start = time.time()
     tokdir = Path(tokdir)

@@ -103,10 +103,11 @@ def _stage_config(stage) -> str:
 def _stage_from(config: str):
     from dataengine import storage
     from dataengine.pipeline.decode_stage import DecodeStage
-    from dataengine.recipe import Decode, _build
+    from dataengine.config import build
+    from dataengine.recipe import Decode
 
     d = json.loads(config)
-    d["decode"] = _build(Decode, d["decode"], "decode")
+    d["decode"] = build(Decode, d["decode"], "decode")
     d["storage_options"] = storage.StorageOptions(**d["storage_options"])
     d["modalities"] = frozenset(d["modalities"])
     d["reads"], d["writes"] = tuple(d["reads"]), tuple(d["writes"])

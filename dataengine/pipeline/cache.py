@@ -4,8 +4,9 @@ Decoding and tokenizing are the expensive part of a run; filtering, dedup,
 balancing and writing are cheap. `OUT/cache/candidates/part-NNNNNN.parquet`
 holds every tokenized item with its stats (and every decode/tokenize reject),
 one part per work item as the workers wrote it, keyed by everything that can
-change them: the decode settings, the tokenizers' weights, the composition
-settings, the seed, and the name, size and mtime of every input file. A rerun
+change them: the code that computes them (`pipeline.codekey`), the decode
+settings, the tokenizers' weights, the composition settings, the seed, and the
+name, size and mtime of every input file. A rerun
 with only new thresholds, dedup or mixture settings reuses the parts and goes
 straight to curation. Read them all with `pl.read_parquet(OUT / CANDIDATES_GLOB)`.
 """
@@ -28,8 +29,12 @@ def candidates_key(recipe, tokenizers: dict, listing_digest: str) -> str:
     """sha256 over what decides the candidates; any change re-decodes and re-tokenizes.
 
     `listing_digest` (`Listing.digest`) covers every unit's source, id and stamps (the size and
-    mtime of each of its files) and the order the listing gives them (which cuts the work items)."""
+    mtime of each of its files) and the order the listing gives them (which cuts the work items);
+    `pipeline.codekey` covers the code that computes the rows."""
+    from dataengine.pipeline.codekey import candidates_code
+
     inputs = {
+        "code": candidates_code(),
         "format": CACHE_FORMAT,
         "seed": recipe.seed,
         "decode": dataclasses.asdict(recipe.decode),

@@ -34,7 +34,8 @@ from dataengine.curate.stats_visual import VIDEO_ANALYSIS_SIDE
 from dataengine.decode.source import check_unchanged
 from dataengine.errors import RejectError
 from dataengine.manifest_input import manifest_of
-from dataengine.recipe import Decode
+from dataengine.recipe import Decode, Recipe
+from dataengine.tokenize.samples import image_size_of
 
 DECODED_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -359,3 +360,9 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def decode_stage_for(recipe: Recipe, *, stats: bool = True) -> DecodeStage:
+    """The decode stage the recipe implies; `stats=False` skips quality stats (fitting needs none)."""
+    return DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(recipe.tokenizers),
+                       stats=stats)

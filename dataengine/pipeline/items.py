@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from dataengine.pipeline.budget import Watchdog, WatchedDecode
 from dataengine.pipeline.isolation import TOKENIZE_CRASH_ENV, maybe_crash
+from dataengine.pipeline.ray_session import init_ray
 
 KILL_AFTER_PARTS = "DATAENGINE_KILL_AFTER_PARTS"
 FULL_AFTER_PARTS = "DATAENGINE_FULL_AFTER_PARTS"
@@ -205,14 +206,13 @@ def run_items(recipe, listing, work: WorkDir, tokdir: Path, roles: list[str], vo
             f" of {listing.units} sample groups) were already decoded and tokenized by an interrupted run ({work.dir})")
     if not todo:
         return
-    from dataengine.pipeline.run import init_ray
 
     ray = init_ray(address)
     from ray.data import ActorPoolStrategy
 
     from dataengine.errors import RecipeError
     from dataengine.pipeline.isolation import RunLedger
-    from dataengine.tokenize.fit import decode_stage_for
+    from dataengine.pipeline.decode_stage import decode_stage_for
 
     ex = recipe.execution
     resources = ray.cluster_resources()

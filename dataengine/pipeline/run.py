@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from dataengine.curate.distributed import curate_and_write, shuffle_dir, write_r
 from dataengine.listing import Listing, run_listing
 from dataengine.pipeline.cache import CACHE_DIR, candidates_key, load_candidates, save_candidates
 from dataengine.pipeline.items import WorkDir, run_items
+from dataengine.pipeline.ray_session import init_ray
 from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.recipe import Recipe, source_roots
 from dataengine.report.build import build_report
@@ -34,26 +34,6 @@ from dataengine.report.digest import build_digest
 from dataengine.shards.manifest import build_manifest, build_stats
 from dataengine.tokenize.fit import ensure_tokenizers
 from dataengine.vocab import Vocab
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None):
-    """Connect to `address`, or start a local Ray; reuse one that is already up."""
-    import ray
-
-    if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-                      ignore_reinit_error=True)
-        if address and address != "local":
-            ray.init(address=address, **kwargs)
-        else:  # "local" starts a fresh Ray even when `ray start` left a cluster address behind
-            ray.init(address=address, num_cpus=num_cpus, **kwargs)
-    ctx = ray.data.DataContext.get_current()
-    from dataengine.progress import progress_enabled  # one rule for every bar: DATAENGINE_PROGRESS, CI, tty
-
-    quiet = not progress_enabled(sys.stderr)
-    ctx.enable_progress_bars = not quiet
-    ctx.print_on_execution_start = False
-    return ray
 
 
 def run_pipeline(recipe: Recipe, output: Path, *, tokenizers_dir: Path | None = None,

@@ -138,7 +138,7 @@ def rejects_digest(path: str, lineage_ids: list[str]) -> dict:
 def candidates_digest(path: str, rate: float, vocab_path: str, kept: list[str]) -> dict:
     """One candidate part: items per kind, tokens per source x modality, the kept ids' files, the sample."""
     from dataengine.curate.mixture import stable_rank
-    from dataengine.shards.manifest import token_modality_counts
+    from dataengine.vocab import token_modality_counts
     from dataengine.vocab import Vocab
 
     t = pl.read_parquet(path, columns=["id", "source", "path", "kind", "status", "stats", "tokens"])

@@ -9,11 +9,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-
 import dataengine
-from dataengine.vocab import MODALITIES, Vocab
+from dataengine.shards.plan import merge_stats
+from dataengine.vocab import Vocab
 
 MANIFEST_FORMAT = "dataengine.manifest/1"
 
@@ -35,26 +33,9 @@ def code_version() -> dict:
     return info
 
 
-def token_modality_counts(tokens: pl.Series, group: pl.Series, vocab: Vocab) -> dict[str, dict[str, int]]:
-    """{group value: {modality: tokens}} from a list[int32] column, vectorised."""
-    lengths = tokens.list.len().to_numpy().astype(np.int64)
-    flat = tokens.explode().drop_nulls().to_numpy().astype(np.int64)
-    if flat.size == 0:
-        return {}
-    mod_idx = vocab.modality_index(flat)
-    keys, key_idx = np.unique(group.to_numpy().astype(str), return_inverse=True)
-    per_token_group = np.repeat(key_idx, lengths)
-    table = np.zeros((len(keys), len(MODALITIES)), dtype=np.int64)
-    np.add.at(table, (per_token_group, mod_idx), 1)
-    return {str(k): {m: int(table[i, j]) for j, m in enumerate(MODALITIES) if table[i, j]}
-            for i, k in enumerate(keys)}
-
-
 def build_stats(inputs: dict, rejects: dict, shard_stats: list[dict]) -> dict:
     """stats.json from the listing's counts (`Listing.inputs`), the reject counts and the shards' own
     stats (merged, never re-read)."""
-    from dataengine.shards.plan import merge_stats
-
     sequences, tokens, length = merge_stats(shard_stats)
     stats: dict = {
         "inputs": inputs,

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from dataengine.shards.schema import SEQUENCE_SCHEMA
 from dataengine.shards.writer import shard_name, sha256_file, write_parquet, write_webdataset
+from dataengine.vocab import Vocab, token_modality_counts
 
 
 def boundaries(samples: list[tuple[list[str], list[int], int]], ranges: int, k: int = 1024) -> list[str]:
@@ -65,8 +66,6 @@ def shard_plan(counts: list[int], shard_rows: int) -> list[list[tuple[int, int, 
 def write_shard(out: str, split: str, index: int, slices: list[tuple[int, int]], tables: list[pa.Table], *,
                 compression: str, webdataset: bool, vocab_path: str) -> tuple[list[dict], dict]:
     """Write shard `index` of `split` from slices of range tables; (manifest entries, stats of its rows)."""
-    from dataengine.vocab import Vocab
-
     part = pa.concat_tables([t.slice(a, b - a) for t, (a, b) in zip(tables, slices)]).cast(SEQUENCE_SCHEMA)
     root = Path(out)
     entries = []
@@ -86,8 +85,6 @@ def write_shard(out: str, split: str, index: int, slices: list[tuple[int, int]],
 
 def shard_stats(t: pa.Table, vocab) -> dict:
     """Additive counts of one shard's rows; `merge_stats` sums them into stats.json's sections."""
-    from dataengine.shards.manifest import token_modality_counts
-
     seq = pl.from_arrow(t.select(["split", "task", "kind", "source", "num_tokens", "tokens"]))
     n = seq["num_tokens"].cast(pl.Int64)
     return {

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from vector_quantize_pytorch import FSQ
 
-from dataengine.errors import RecipeError, RejectError
+from dataengine.errors import RecipeError
 from dataengine.tokenize.base import (
     ModelTokenizer, group_by_shape,
 )
@@ -37,16 +37,12 @@ from dataengine.tokenize.image_fsq import Decoder as ImageDecoder
 from dataengine.tokenize.image_fsq import Encoder as ImageEncoder
 from dataengine.tokenize.image_fsq import to_uint8, to_unit
 from dataengine.tokenize.precision import decode_precision, encode_precision
+from dataengine.tokenize.video_causal_fit import fit_causal_video
+from dataengine.tokenize.video_ops import as_video, per_frame
 
 
 # ----------------------------------------------------------------------------- model
-# Tensors keep time next to batch (x_BTCHW): per-frame 2-D ops see a free [B*T, C, H, W] view.
-def per_frame(module: nn.Module, x_BTCHW: torch.Tensor) -> torch.Tensor:
-    """Apply a 2-D module to every frame: [B,T,C,H,W] -> [B,T,C',H',W']."""
-    B, T = x_BTCHW.shape[:2]
-    return module(x_BTCHW.flatten(0, 1)).unflatten(0, (B, T))
-
-
+# Tensors keep time next to batch (x_BTCHW): per-frame 2-D ops see a free [B*T, C, H, W] view (`per_frame`).
 class FrameNorm(nn.GroupNorm):
     """GroupNorm of EACH frame on its own (a group's channels x H x W): nothing leaks across time."""
 
@@ -186,16 +182,6 @@ class CausalVideoFSQ(nn.Module):
 
 
 # ----------------------------------------------------------------------------- tokenizer
-def as_video(frames: Any) -> np.ndarray:
-    """uint8 [T,H,W,3] (an alpha channel is dropped); anything else is rejected."""
-    a = np.asarray(frames)
-    if a.ndim != 4 or a.shape[-1] not in (3, 4) or a.shape[0] < 1 or min(a.shape[1:3]) < 1:
-        raise RejectError("bad_video_shape", f"expected uint8 [T,H,W,3] with T>=1, got {a.shape}")
-    if a.dtype != np.uint8:
-        raise RejectError("bad_video_dtype", f"expected uint8 frames, got {a.dtype}")
-    return a[..., :3]
-
-
 def padded_length(T: int, td: int) -> int:
     """Smallest 1 + k*td >= T."""
     return 1 + td * math.ceil((T - 1) / td)
@@ -299,7 +285,5 @@ class CausalVideoTokenizer(ModelTokenizer):
         ``images``: still images (uint8 [H,W,3]) made into synthetic pans/zooms for more data;
         ``image_tokenizer``: a fitted `fsq_image` to build on (else a frame autoencoder is fitted).
         """
-        from dataengine.tokenize.video_causal_fit import fit_causal_video
-
         return fit_causal_video(cls, samples, params, seed=seed, log=log, fitted_on=fitted_on,
                                 images=images, image_tokenizer=image_tokenizer)

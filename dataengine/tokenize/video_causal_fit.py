@@ -32,7 +32,7 @@ from dataengine.errors import RecipeError
 from dataengine.tokenize.base import resolve_params, seeded
 from dataengine.tokenize.image_fsq import FSQImageTokenizer, as_rgb, to_unit
 from dataengine.tokenize.training import n_validation, train
-from dataengine.tokenize.video_causal import as_video, per_frame
+from dataengine.tokenize.video_ops import as_video, per_frame
 
 MAX_SPEED_PX = 8.0  # synthetic pans: up to this many pixels per frame (at the tokenizer's size)
 MAX_ZOOM = 0.06  # synthetic zooms: the window scales by up to 6% per frame

@@ -15,10 +15,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import yaml
 
+from dataengine.config import build, override
 from dataengine.errors import RecipeError
 
 
@@ -43,11 +44,11 @@ class DataConfig:
     grad_accum: int = 1               # micro-batches per optimizer step
     split: str = "train"
     eval_split: str = "val"
-    format: str = "parquet"           # parquet | webdataset (which shards of the manifest to read)
+    format: Literal["parquet", "webdataset"] = "parquet"  # which shards of the manifest to read
     tasks: list[str] | None = None    # keep only rows whose `task` is listed (None: all)
-    mixture: str = "manifest"         # manifest: follow manifest.json's mixture plan | none: every row once
-    loss_on: str = "all"              # all: every token (pretraining) | targets: target_spans only (SFT)
-    attention: str = "document"       # document: block-diagonal causal per document | causal: whole row
+    mixture: Literal["manifest", "none"] = "manifest"  # follow manifest.json's mixture plan | every row once
+    loss_on: Literal["all", "targets"] = "all"  # every token (pretraining) | target_spans only (SFT)
+    attention: Literal["document", "causal"] = "document"  # block-diagonal causal per document | whole row
     workers: int = 1                  # loader slices per rank (DataLoader worker processes when > 1)
     seed: int = 0
     cache_shards: int = 64            # decoded shards kept in memory per worker
@@ -74,8 +75,8 @@ class RunConfig:
     eval_batches: int = 4
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    device: str = "auto"              # auto | cpu | cuda
-    dtype: str = "float32"            # float32 | bfloat16 (autocast on CUDA)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast on CUDA
     compile: bool = False             # torch.compile the model
     deterministic: bool = True        # torch.use_deterministic_algorithms (exact resume on CPU)
     threads: int = 0                  # torch intra-op threads on CPU (0: leave torch's default)
@@ -103,27 +104,11 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run
 
 
 def from_dict(d: dict, where: str = "config") -> TrainConfig:
-    unknown = set(d) - set(SECTIONS)
-    if unknown:
-        raise RecipeError(f"{where}: unknown section(s) {sorted(unknown)}; sections are {sorted(SECTIONS)}")
-    parts = {}
-    for name, cls in SECTIONS.items():
-        body = d.get(name) or {}
-        if not isinstance(body, dict):
-            raise RecipeError(f"{where}: section {name!r} must be a mapping, got {type(body).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        bad = set(body) - known
-        if bad:
-            raise RecipeError(f"{where}: unknown key(s) {sorted(bad)} in {name!r}; valid keys: {sorted(known)}")
-        parts[name] = cls(**body)
-    cfg = TrainConfig(**parts)
+    if not isinstance(d, dict):
+        raise RecipeError(f"{where}: a trainer config is a mapping with sections {sorted(SECTIONS)}")
+    cfg = build(TrainConfig, d, where)  # every key typed and checked (dataengine.config)
     validate(cfg, where)
     return cfg
-
-
-def _parse_value(text: str) -> Any:
-    value = yaml.safe_load(text)
-    return value
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
@@ -132,12 +117,10 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     for item in overrides or []:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise RecipeError(f"--set {item!r}: write it as section.key=value, e.g. --set run.steps=50")
-        key, text = item.split("=", 1)
-        section, name = key.split(".", 1)
+        section = item.split("=", 1)[0].split(".", 1)[0]
         if section not in SECTIONS:
             raise RecipeError(f"--set {item!r}: unknown section {section!r}; sections are {sorted(SECTIONS)}")
-        d.setdefault(section, {})
-        d[section][name] = _parse_value(text)
+        override(d, item)
     return d
 
 

@@ -105,7 +105,7 @@ def fake_units(counts: dict[str, int]) -> list:
 
 
 def test_holdout_is_stratified_by_modality_seeded_and_a_partition():
-    from dataengine.tokenize.fit import is_heldout, split_units
+    from dataengine.tokenize.samples import is_heldout, split_units
 
     units = fake_units({"image": 40, "video": 3, "audio": 2, "jsonl": 1})
     fit, held = split_units(split_recipe(0.05), units)
@@ -125,7 +125,7 @@ def test_holdout_is_stratified_by_modality_seeded_and_a_partition():
 
 
 def test_holdout_of_a_modality_is_stable_when_the_corpus_grows():
-    from dataengine.tokenize.fit import split_units
+    from dataengine.tokenize.samples import split_units
 
     small = fake_units({"image": 60, "video": 4})
     grown = small + fake_units({"image": 90, "sensor": 5})[60:]
