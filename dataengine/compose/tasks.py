@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dataengine.config import build
 from dataengine.errors import RecipeError
 
 MEDIA_KINDS = ("image", "audio", "video", "sensor")
@@ -87,8 +88,6 @@ class ComposeConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ComposeConfig":
-        from dataengine.config import build
-
         return build(cls, data, "compose")
 
     def weights(self, kind: str) -> dict[str, float]:

@@ -40,6 +40,7 @@ import polars as pl
 import pyarrow as pa
 
 from dataengine.curate import exchange
+from dataengine.curate.keys import split_by
 
 TASK_CPUS = 0.5  # small, so the shuffle fits beside other work on a 2-CPU cluster
 OUTPUT_SCHEMA = pa.schema([("node", pa.string()), ("label", pa.string())])
@@ -114,8 +115,6 @@ def _shuffle(src: str, mode: str, num_partitions: int, out: str) -> int:
         keyed = edges.select(key="hi", other="lo")
         if mode == "large":
             keyed = pl.concat([keyed, edges.select(key="lo", other="hi")])
-    from dataengine.curate.keys import split_by
-
     table = keyed.to_arrow()
     exchange.write_buckets(out, split_by(table, partition_of(keyed["key"], num_partitions), num_partitions),
                            NODE_SCHEMA if mode == "nodes" else KEYED_SCHEMA)

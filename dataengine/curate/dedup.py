@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataengine.config import build
 from dataengine.curate import minhash
 from dataengine.errors import RecipeError
 
@@ -62,8 +63,6 @@ class DedupConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DedupConfig":
-        from dataengine.config import build
-
         return build(cls, d, "dedup")  # a partial ngram / threshold overrides the defaults kind by kind
 
     def validate(self) -> None:

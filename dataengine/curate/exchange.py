@@ -19,6 +19,7 @@ number of tasks. Multi-node clusters put the scratch folder on storage every nod
 """
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -146,22 +147,22 @@ def _combine_body(folder: str, start: int, stop: int, out: str, buckets: int, sc
     return stop - start
 
 
-_COMBINE = None
+@functools.cache
+def _combine_task():
+    import ray
+
+    return ray.remote(num_cpus=1)(_combine_body)
 
 
 def merged(folder, count: int, buckets: int, schema: pa.Schema, *, window: int, fan_in: int = FAN_IN
            ) -> tuple[str, int]:
     """(folder, count) of the files a reducer reads: the mappers' own, or, with more than `fan_in` of
     them, a combine level's (one Ray task per group, written to ``<folder>/combined``)."""
-    global _COMBINE
     groups = levels(count, fan_in)
     if not groups:
         return str(folder), count
-    if _COMBINE is None:
-        import ray
-
-        _COMBINE = ray.remote(num_cpus=1)(_combine_body)
     out = os.path.join(str(folder), "combined")
-    run_tasks(lambda c: _COMBINE.remote(str(folder), groups[c][0], groups[c][-1] + 1, path_of(out, c), buckets,
-                                        schema), len(groups), window=window)
+    task = _combine_task()
+    run_tasks(lambda c: task.remote(str(folder), groups[c][0], groups[c][-1] + 1, path_of(out, c), buckets, schema),
+              len(groups), window=window)
     return out, len(groups)

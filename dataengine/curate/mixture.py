@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from dataengine.config import build
 from dataengine.curate.minhash import fmix64
 from dataengine.errors import RecipeError
 
@@ -58,8 +59,6 @@ class MixtureConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MixtureConfig":
-        from dataengine.config import build
-
         return build(cls, d, "mixture")
 
     def validate(self) -> None:

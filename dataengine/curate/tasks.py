@@ -4,7 +4,7 @@ there (`curate.exchange`) and returns only counts, so no table passes through th
     scan/{exact,bands}/<part>    R buckets        scan/{meta,drops,sig}/<part>
     exact/{edges,twins}/<b>      1, G buckets     bands/pairs/<b>             G buckets
     twins/<g>                    a bucket per part of group g (part // G)
-    near/attached/<g>            G buckets        near/{agreed,edges}/<h>
+    near/attached/<g>            G buckets        near/edges/<h>  (verified pairs)
     cc/labels/<i>  ─► route/kept/<i> (G buckets), route/labels/<i> (R buckets)
     member/attached/<g>          G buckets        member/agreed/<h>           a bucket per part of group h
     fate/<part>  ─► seq/<part> (a bucket per (split, id range)), rej-<part>.parquet
@@ -109,12 +109,11 @@ def agree(scratch, tag, src, h, parts, groups, strict, num_perm, thresholds: dic
     piece = {"pairs": t.select(shuffle_dedup.PAIRS.names), "found_a": t.column("found_a").to_numpy(zero_copy_only=False),
              "sig_a": X.from_fixed_list(t.column("sig_a"), num_perm, np.uint32)}
     est = shuffle_dedup.agree([piece], _sigs(scratch, h, parts, groups, num_perm), strict).cast(AGREED)
-    out = X.path_of(at(scratch, tag, "agreed"), h)
     if thresholds is None:
-        X.write_buckets(out, _by_part_of_group(est, pl.from_arrow(est.column("b")), h, parts, groups), AGREED)
+        X.write_buckets(X.path_of(at(scratch, tag, "agreed"), h),
+                        _by_part_of_group(est, pl.from_arrow(est.column("b")), h, parts, groups), AGREED)
         return {}
-    X.write_table(out, est, AGREED)
-    df = pl.from_arrow(est)
+    df = pl.from_arrow(est)  # near: only the verified pairs go on (to connected components)
     ok = df.filter(pl.col("jaccard") >= pl.col("kind").replace_strict(thresholds, default=2.0))
     X.write_table(X.path_of(at(scratch, tag, "edges"), h), ok.select("a", "b").to_arrow(), shuffle_dedup.EDGES)
     return value_counts(ok["kind"])
