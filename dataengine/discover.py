@@ -7,6 +7,11 @@ several media files share a stem, none gets them (each input lands in one place)
 the caption and sidecar are rejected as `shared_caption` / `shared_sidecar`. A
 `.txt`/`.md` with no media sibling is a text document; a `.jsonl` holds records.
 
+A file's extension may be compound (a modality registers ``.depth.png``; the longest registered suffix
+wins, `modalities.split_name`), and a modality that aligns with another (depth with image) joins its
+group's one host file as ``Unit.aligned`` instead of being a sample of its own: ``scene.jpg`` +
+``scene.depth.png`` + ``scene.txt`` is one sample, captioned.
+
 A `.tar` is a shard of raw samples (img2dataset / WebDataset style): its
 members are grouped by key (the member path up to the first dot of its base
 name) exactly as files in a folder are grouped by stem, and referenced as
@@ -60,8 +65,8 @@ from pathlib import Path
 
 from dataengine import fswalk as FS
 from dataengine import manifest_input as MI
+from dataengine import modalities
 from dataengine import storage
-from dataengine.decode import modality_of_ext
 from dataengine.decode.source import (
     MEMBER_SEP,
     TAR_EXTS,
@@ -83,7 +88,7 @@ class Unit:
     unit_id: str
     source: str
     root: str                # absolute path of the source root, or its URI (s3://bucket/prefix)
-    kind: str                # image | audio | video | sensor | text | jsonl (records: text, chat, interleaved)
+    kind: str                # a modality (image, audio, ...; `dataengine.modalities`) or jsonl (records)
     media: str               # relpath (posix) of the primary file
     caption: str | None = None   # relpath of the .txt/.md sibling
     sidecar: str | None = None   # relpath of the .json sibling
@@ -94,6 +99,8 @@ class Unit:
     # metadata as JSON {"caption": str, "metadata": {...}} (read instead of a caption / sidecar file)
     row: str | None = None
     inline: str | None = None
+    # files of aligned modalities in the group, JSON {modality: relpath} (scene.depth.png beside scene.jpg)
+    aligned: str | None = None
 
     def files(self) -> list[tuple[str, str]]:
         out = [("media", self.media)]
@@ -103,6 +110,7 @@ class Unit:
             out.append(("sidecar", self.sidecar))
         if self.row:
             out.append(("manifest", self.row))
+        out.extend(json.loads(self.aligned).items() if self.aligned else ())
         return out
 
     def to_row(self) -> dict:
@@ -179,7 +187,7 @@ def _list_folder(name: str, root: Path, here: Path, dirnames: list[str], filenam
         if not isinstance(checked, os.stat_result):
             out.rejects.append(_reject(name, rel, *checked))
             continue
-        stem, ext = os.path.splitext(fname)
+        stem, ext = modalities.split_name(fname)
         if ext.lower() in TAR_EXTS:
             out.files.pop()  # the archive is a container: its members are the inputs
             _list_tar(name, root, rel, max_file_bytes, out)
@@ -251,7 +259,7 @@ def _discover_remote(name: str, root: str, max_file_bytes: int, out: Discovered,
             if problem:
                 out.rejects.append(_reject(name, e.rel, *problem))
                 continue
-            stem, ext = os.path.splitext(fname)
+            stem, ext = modalities.split_name(fname)
             if ext.lower() in TAR_EXTS:
                 out.files.pop()  # the archive is a container: its members are the inputs
                 _list_tar(name, root, e.rel, max_file_bytes, out, remote=(e, options))
@@ -340,7 +348,7 @@ def _list_tar(source: str, root: Path | str, rel: str, max_file_bytes: int, out:
             member = ref.split(MEMBER_SEP, 1)[1]
             base = member.rsplit("/", 1)[-1]
             key = member[: len(member) - len(base)] + base.split(".", 1)[0]  # WebDataset: up to the first dot
-            groups.setdefault(key, []).append((os.path.splitext(base)[1].lower() if "." in base else "", ref))
+            groups.setdefault(key, []).append((modalities.split_name(base)[1].lower() if "." in base else "", ref))
             stamps[ref] = fates[0]
     for key in sorted(groups):
         _defer(source, root, groups[key], stamps, out)
@@ -403,8 +411,8 @@ def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: 
         files = [(ext, rel) for ext, rel in files if rel not in claimed]
     media, captions, sidecars, docs = [], [], [], []
     for ext, rel in files:
-        kind = modality_of_ext(ext)
-        if kind in ("image", "audio", "video", "sensor"):
+        kind = modalities.kind_of(ext)
+        if kind not in (None, modalities.TEXT, "jsonl"):
             media.append((kind, rel))
         elif ext in CAPTION_EXTS:
             captions.append(rel)
@@ -417,6 +425,7 @@ def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: 
                 _reject(source, rel, "unsupported_extension",
                         f"extension {ext or '(none)'!r} is not an image, audio, video, sensor or text type")
             )
+    aligned = _aligned(media)
     if taken and not media:  # the row gives the caption and metadata: these have no sample left
         for rel in captions + sidecars:
             out.rejects.append(_reject(source, rel, "manifest_sibling", f"its media {taken[0]} is the sample of "
@@ -443,7 +452,8 @@ def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: 
     if media:
         for kind, rel in media:
             out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel, caption, sidecar,
-                                  _stamps(stamps, rel, caption, sidecar)))
+                                  _stamps(stamps, rel, caption, sidecar, *aligned.values()),
+                                  aligned=json.dumps(aligned, sort_keys=True) if aligned else None))
     else:
         if caption:
             docs.insert(0, ("text", caption))
@@ -454,6 +464,18 @@ def _group(source: str, root: Path | str, files: list[tuple[str, str]], stamps: 
             )
     for kind, rel in docs:
         out.units.append(Unit(unit_id(source, rel), source, str(root), kind, rel, stamps=_stamps(stamps, rel)))
+
+
+def _aligned(media: list[tuple[str, str]]) -> dict[str, str]:
+    """Take out of `media` the files that align with the group's one host file ({modality: relpath}): a
+    depth map beside exactly one image. With two images, or two depth maps, each stays its own sample."""
+    found: dict[str, str] = {}
+    for kind, rel in list(media):
+        hosts = [k for k, _ in media if k in modalities.get(kind).aligns_with]
+        if len(hosts) == 1 and len(media) == 2:
+            found[kind] = rel
+            media.remove((kind, rel))
+    return found
 
 
 def _stamps(stamps: dict, *rels: str | None) -> str:

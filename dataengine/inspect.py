@@ -3,7 +3,7 @@
 Decoding uses only what OUT carries (`vocab.json` and `tokenizers/`), so an
 output folder can be inspected anywhere. Each decoded sequence becomes a folder
 with `sequence.txt` (the whole sequence, text decoded and media summarised) and
-one file per media span: PNG (image), GIF (video), WAV (audio), CSV (sensor). An
+one file per media span, by its modality's writer: PNG (image), GIF (video), WAV (audio), CSV (sensor). An
 interleaved document also gets `document.md`: its text segments decoded, in order,
 with each image or sound linked where it stands.
 """
@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dataengine import modalities
 from dataengine.errors import RecipeError
+from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.vocab import NUM_SPECIALS, Vocab
+
+TEXT = modalities.TEXT
 
 
 def load_output(out: Path) -> tuple[dict, dict]:
@@ -87,8 +91,6 @@ def pick_sequences(out: Path, n: int) -> list[dict]:
 
 
 def decode_to(out: Path, n: int, to: Path, log=print) -> list[Path]:
-    from dataengine.pipeline.tokenize_stage import load_tokenizers
-
     out, to = Path(out), Path(to)
     vocab = Vocab.load(out / "vocab.json")
     toks = load_tokenizers(out / "tokenizers", sorted(vocab.tokenizers))
@@ -102,44 +104,29 @@ def decode_to(out: Path, n: int, to: Path, log=print) -> list[Path]:
 
 
 def decode_sequence(row: dict, vocab: Vocab, toks: dict, folder: Path) -> list[Path]:
-    from dataengine import mediaio
-
     tokens = np.asarray(row["tokens"], dtype=np.int64)
     sides = json.loads(row["side"])
     meta = json.loads(row["meta"])
     written, span_files = [], {}
-    media_spans = [(j, s, d) for j, (s, d) in enumerate(zip(row["spans"], sides)) if d.get("tokenizer") != "text"]
+    media_spans = [(j, s, d) for j, (s, d) in enumerate(zip(row["spans"], sides)) if d.get("tokenizer") != TEXT]
     for k, (j, span, side) in enumerate(media_spans):
         name, modality = side["tokenizer"], span["modality"]
         ids = tokens[span["start"]:span["end"]]
         ids = ids[ids >= NUM_SPECIALS]  # drop frame/row separators (specials)
         local = vocab.to_local(name, ids)
-        value = toks[name].decode(local, side)
-        stem = folder / f"{k}_{modality}"
-        if modality == "image":
-            path = stem.with_suffix(".png")
-            mediaio.write_png(path, value)
-        elif modality == "video":
-            path = stem.with_suffix(".gif")
-            fps = float(meta.get("fps") or 2.0)
-            mediaio.write_video(path, value, fps)
-        elif modality == "audio":
-            path = stem.with_suffix(".wav")
-            mediaio.write_audio(path, np.asarray(value, dtype=np.float32), int(toks[name].params["sample_rate"]))
-        elif modality == "sensor":
-            path = stem.with_suffix(".csv")
-            channels = meta.get("channels") or [f"ch{i}" for i in range(value.shape[1])]
-            pl.DataFrame({c: value[:, i] for i, c in enumerate(channels)}).write_csv(path)
-        else:
+        writer = modalities.get(modality).write_decoded
+        if writer is None:
             continue
+        value = toks[name].decode(local, side)
+        path = writer(folder / f"{k}_{modality}", value, side, meta, toks[name])
         written.append(path)
         span_files[j] = path
     text_path = folder / "sequence.txt"
-    text_path.write_text(render_sequence(tokens, vocab, toks["text"]) + "\n")
+    text_path.write_text(render_sequence(tokens, vocab, toks[TEXT]) + "\n")
     written.append(text_path)
     if row.get("kind") == "interleaved":
         doc = folder / "document.md"
-        doc.write_text(render_document(row, vocab, toks["text"], span_files))
+        doc.write_text(render_document(row, vocab, toks[TEXT], span_files))
         written.append(doc)
     return written
 
@@ -150,18 +137,19 @@ def render_document(row: dict, vocab: Vocab, text_tok, span_files: dict[int, Pat
     sides = json.loads(row["side"])
     blocks = []
     for j, (span, side) in enumerate(zip(row["spans"], sides)):
-        if side.get("tokenizer") == "text":
-            blocks.append(text_tok.decode(vocab.to_local("text", tokens[span["start"]:span["end"]]), {}))
+        if side.get("tokenizer") == TEXT:
+            blocks.append(text_tok.decode(vocab.to_local(TEXT, tokens[span["start"]:span["end"]]), {}))
         elif j in span_files:
             link = span_files[j].name
-            blocks.append(f"![{span_files[j].stem}]({link})" if span["modality"] == "image" else f"[{link}]({link})")
+            picture = modalities.get(span["modality"]).picture
+            blocks.append(f"![{span_files[j].stem}]({link})" if picture else f"[{link}]({link})")
     return "\n\n".join(blocks) + "\n"
 
 
 def render_sequence(tokens: np.ndarray, vocab: Vocab, text_tok) -> str:
     """The sequence as a person reads it: specials by name, text decoded, media runs summarised."""
     names = {i: t for t, i in vocab.specials.items()}
-    seps = {vocab.special("<|frame_sep|>"), vocab.special("<|row_sep|>")}
+    seps = {vocab.special(m.separator) for m in modalities.media() if m.separator and m.separator in vocab.specials}
     mods = vocab.modality_of(tokens)
     pieces, i = [], 0
     while i < len(tokens):
@@ -172,8 +160,8 @@ def render_sequence(tokens: np.ndarray, vocab: Vocab, text_tok) -> str:
             pieces.append(names.get(int(tokens[i]), f"<|special_{int(tokens[i])}|>"))
             i += 1
             continue
-        if mods[i] == "text":
-            pieces.append(text_tok.decode(vocab.to_local("text", tokens[i:j]), {}))
+        if mods[i] == TEXT:
+            pieces.append(text_tok.decode(vocab.to_local(TEXT, tokens[i:j]), {}))
         else:
             pieces.append(f"[{j - i} {mods[i]} tokens]")
         i = j

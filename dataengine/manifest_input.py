@@ -52,14 +52,14 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from dataengine import storage
+from dataengine import modalities, storage
 from dataengine.decode.sensor import parse_sidecar
 from dataengine.decode.source import MEMBER_SEP, TAR_EXTS, read_input, split_member
 from dataengine.decode.text import check_reference, loads_json
 from dataengine.errors import RejectError
 
 MANIFEST_SUFFIXES = {".manifest.parquet": "parquet", ".manifest.jsonl": "jsonl"}
-MEDIA_COLUMNS = ("image", "audio", "video", "sensor")
+MEDIA_COLUMNS = tuple(m.name for m in modalities.media())  # a row names its one media file by its modality
 TEXT_COLUMNS = ("caption", "transcript", "text")
 RESERVED_COLUMNS = frozenset(MEDIA_COLUMNS + TEXT_COLUMNS + ("label", "metadata"))
 SHARD_TABLE_COLUMNS = frozenset({"key", "status"})
@@ -328,7 +328,7 @@ def _check_row(row: dict) -> tuple[str, str, dict]:
         raise RejectError("embedded_media", f"the {kind!r} column holds the file's bytes; write the files out "
                                             "and list their paths relative to the source root")
     try:
-        check_reference(path, kind)
+        check_reference(path, kind, modalities.get(kind).extensions)
     except RejectError as e:
         if e.reason == "bad_segment":
             raise RejectError("bad_path", f"the {kind!r} column must be a non-empty path string, "

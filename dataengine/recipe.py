@@ -19,52 +19,16 @@ import yaml
 from dataengine.compose.tasks import ComposeConfig
 from dataengine.curate.dedup import DedupConfig
 from dataengine.curate.mixture import MixtureConfig
-from dataengine import config
+from dataengine import config, modalities
 from dataengine.errors import RecipeError
 
-TOKENIZER_ROLES = ("text", "image", "video", "audio", "sensor")
+TOKENIZER_ROLES = modalities.names()  # a recipe's `tokenizers.<role>`: one per registered modality
 
 
 @dataclass
 class Source:
     name: str
     path: str
-
-
-@dataclass
-class ImageDecode:
-    max_pixels: int = 40_000_000  # Pillow's own bomb limit is ~89 MP; 40 MP covers any camera photo
-
-
-@dataclass
-class VideoDecode:
-    fps: float = 2.0          # frames sampled per second of video
-    max_seconds: float = 10.0  # longer clips are cut here (recorded as truncated)
-    max_frames: int = 8
-    max_pixels: int = 8_294_400  # 4K UHD per frame
-    # pyav: safe on damaged files. decord: random access, faster on long clips, but its bundled
-    # FFmpeg can segfault on some damaged MP4/AVI files, which kills the worker (see the decoder).
-    backend: str = "pyav"
-
-
-@dataclass
-class AudioDecode:
-    sample_rate: int = 16_000  # the audio tokenizer's rate; must match it
-    max_seconds: float = 30.0
-
-
-@dataclass
-class SensorDecode:
-    rate_hz: float = 10.0
-    max_rows: int = 4096
-    max_nan_ratio: float = 0.1
-
-
-@dataclass
-class TextDecode:
-    max_chars: int = 200_000
-    max_record_bytes: int = 1_000_000
-    max_interleaved_media: int = 16  # image/audio segments per interleaved .jsonl record (more: a reject)
 
 
 @dataclass
@@ -78,15 +42,14 @@ class DecodeBudget:
     watch: bool = True       # False: decode inside the worker (no budgets, no child process; for benches)
 
 
-@dataclass
-class Decode:
-    max_file_bytes: int = 256 * 2**20
-    budget: DecodeBudget = field(default_factory=DecodeBudget)
-    image: ImageDecode = field(default_factory=ImageDecode)
-    video: VideoDecode = field(default_factory=VideoDecode)
-    audio: AudioDecode = field(default_factory=AudioDecode)
-    sensor: SensorDecode = field(default_factory=SensorDecode)
-    text: TextDecode = field(default_factory=TextDecode)
+# `decode:` shared limits, then one section per modality (its module's `decode_config`: decode.image, ...)
+Decode = dataclasses.make_dataclass("Decode", [
+    ("max_file_bytes", int, field(default=256 * 2**20)),
+    ("budget", DecodeBudget, field(default_factory=DecodeBudget)),
+] + [(m.name, m.decode_config, field(default_factory=m.decode_config))
+     for m in modalities.registry().values() if m.decode_config is not None])
+Decode.__module__ = __name__
+Decode.__doc__ = "The recipe's `decode:` section: file size cap, per-sample budgets, one section per modality."
 
 
 @dataclass
@@ -240,26 +203,22 @@ def _check_semantics(r: Recipe, where: str) -> None:
         if role not in TOKENIZER_ROLES:
             close = difflib.get_close_matches(role, TOKENIZER_ROLES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{where}.tokenizers: unknown role {role!r}{hint} Allowed: {list(TOKENIZER_ROLES)}")
+            raise RecipeError(f"{where}.tokenizers: unknown role {role!r}{hint} Allowed: {list(TOKENIZER_ROLES)} "
+                              f"(a plugin modality registers through the {modalities.GROUP!r} entry point group)")
         fam = get_family(spec.family)
         if fam.modality != role:
             raise RecipeError(
                 f"{where}.tokenizers.{role}: family {spec.family!r} tokenizes {fam.modality}, not {role}"
             )
-    if "text" not in r.tokenizers:
+        for need in modalities.get(role).needs:
+            if need not in r.tokenizers:
+                raise RecipeError(f"{where}.tokenizers.{role}: {role} tokenizers are built on the {need} "
+                                  f"tokenizer; add `tokenizers.{need}` too")
+    if modalities.TEXT not in r.tokenizers:
         raise RecipeError(f"{where}.tokenizers: a `text` tokenizer is required (captions, labels, chat)")
-    if "video" in r.tokenizers and "image" not in r.tokenizers:
-        raise RecipeError(f"{where}.tokenizers.video: video tokenizers (`frames`, `causal_video`) need an `image` tokenizer too")
-    audio = r.tokenizers.get("audio")
-    if audio is not None:
-        rate = audio.params.get("sample_rate")
-        if rate is not None and rate != r.decode.audio.sample_rate:
-            raise RecipeError(
-                f"{where}: decode.audio.sample_rate={r.decode.audio.sample_rate} differs from "
-                f"tokenizers.audio.params.sample_rate={rate}; set both to the same rate"
-            )
-    if r.decode.video.backend not in ("pyav", "decord"):
-        raise RecipeError(f"{where}.decode.video.backend: use 'pyav' or 'decord', got {r.decode.video.backend!r}")
+    for m in modalities.registry().values():
+        if m.check_recipe is not None:
+            m.check_recipe(r, where)
     if not 0.0 <= r.fit.holdout_fraction < 1.0:
         raise RecipeError(f"{where}.fit.holdout_fraction: expected a number in [0, 1), got {r.fit.holdout_fraction}")
     if not 0.0 <= r.output.val_fraction < 1.0:
@@ -285,9 +244,6 @@ def _check_semantics(r: Recipe, where: str) -> None:
                           "curate.mixture.policy: none")
     if r.output.shard_rows < 1:
         raise RecipeError(f"{where}.output.shard_rows: expected a positive integer")
-    if r.decode.text.max_interleaved_media < 0:
-        raise RecipeError(f"{where}.decode.text.max_interleaved_media: expected an integer >= 0 "
-                          f"(0 refuses every image/audio segment), got {r.decode.text.max_interleaved_media}")
     from dataengine.curate.filters import parse_filters
     from dataengine.curate.mixture import validate_mixture
     from dataengine.curate.stats import STAT_FIELDS
@@ -297,7 +253,7 @@ def _check_semantics(r: Recipe, where: str) -> None:
         validate_mixture(r.curate.mixture)
     except RecipeError as e:
         raise RecipeError(f"{where}: curate.{e}") from None
-    kinds = ("image", "video", "audio", "sensor", "text", "chat", "interleaved", "*")
+    kinds = modalities.kinds() + ("*",)
     for key in r.curate.mixture.weights:  # the groups themselves are only known after tokenizing
         src, _, kind = key.partition("/")
         if src not in names + ["*"] or kind not in kinds:

@@ -2,12 +2,10 @@
 
 Layout (ids ascending):
 
-    [0, 64)                     special tokens (pad, bos, eos, span markers, roles, reserved)
+    [0, 64)                     special tokens (pad, bos, eos, span markers, roles, reserved; `specials_for`)
     [64, 64 + n_text)           text BPE
-    [.., ..)                    image codes
-    [.., ..)                    video codes
-    [.., ..) per level          audio codes (one range per residual level)
-    [.., ..)                    sensor bins
+    [.., ..)                    each other modality's codes, in registry order (`dataengine.modalities`):
+                                image, video, audio (one range per residual level), sensor, then later ones
 
 Each tokenizer emits *local* codes in ``[0, tokenizer.vocab_size)`` (levels
 laid end to end); the vocabulary maps local to global by adding the start of
@@ -24,21 +22,29 @@ from pathlib import Path
 
 import numpy as np
 
+from dataengine import modalities
 from dataengine.errors import RecipeError
 
 FORMAT = "dataengine.vocab/1"
 NUM_SPECIALS = 64  # reserved up front so adding a marker later never shifts the ranges
 
-SPECIALS: tuple[str, ...] = (
-    "<|pad|>", "<|bos|>", "<|eos|>",
-    "<|text_start|>", "<|text_end|>",
-    "<|image_start|>", "<|image_end|>",
-    "<|video_start|>", "<|video_end|>", "<|frame_sep|>",
-    "<|audio_start|>", "<|audio_end|>",
-    "<|sensor_start|>", "<|sensor_end|>", "<|row_sep|>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|end_turn|>",
-)
-MODALITIES: tuple[str, ...] = ("special", "text", "image", "video", "audio", "sensor")
+BASE_SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>")
+CHAT_SPECIALS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end_turn|>")
+MODALITIES: tuple[str, ...] = ("special",) + modalities.names()  # modality_index values, registry order
+
+
+def specials_for(names) -> tuple[str, ...]:
+    """The special tokens in id order: pad/bos/eos, the markers of the modalities of vocab format 1 (their
+    ids never move), the chat roles, then the markers of every later modality among `names` (registry
+    order). `vocab.json` records the result, so a vocabulary reads back the same whatever is installed."""
+    reg, names = modalities.registry().values(), set(names)
+    v1 = [t for m in reg if m.in_vocab_v1 for t in m.specials]
+    later = [t for m in reg if not m.in_vocab_v1 and m.name in names for t in m.specials]
+    out = BASE_SPECIALS + tuple(v1) + CHAT_SPECIALS + tuple(later)
+    if len(out) > NUM_SPECIALS:
+        raise RecipeError(f"{len(out)} special tokens do not fit the {NUM_SPECIALS} reserved ids; "
+                          "tokenize fewer modalities together")
+    return out
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,12 @@ class Range:
 class Vocab:
     """Special tokens plus one contiguous block of ranges per tokenizer."""
 
-    def __init__(self, ranges: list[Range], tokenizers: dict[str, dict]):
+    def __init__(self, ranges: list[Range], tokenizers: dict[str, dict], specials: dict[str, int] | None = None):
         self.ranges = sorted(ranges, key=lambda r: r.start)
         self.tokenizers = tokenizers  # name -> {family, modality, weights_sha256, vocab_size}
-        self.specials = {tok: i for i, tok in enumerate(SPECIALS)}
+        if specials is None:
+            specials = {tok: i for i, tok in enumerate(specials_for(r.modality for r in self.ranges))}
+        self.specials = dict(specials)
         expected = NUM_SPECIALS
         for r in self.ranges:
             if r.start != expected or r.size <= 0:
@@ -117,7 +125,7 @@ class Vocab:
         data = json.loads(Path(path).read_text())
         if data.get("format") != FORMAT:
             raise RecipeError(f"{path} is not a {FORMAT} file (format={data.get('format')!r})")
-        vocab = cls([Range(**r) for r in data["ranges"]], data["tokenizers"])
+        vocab = cls([Range(**r) for r in data["ranges"]], data["tokenizers"], data.get("specials"))
         if vocab.sha256 != data.get("sha256"):
             raise RecipeError(f"{path}: sha256 does not match its content; the file was edited by hand")
         return vocab

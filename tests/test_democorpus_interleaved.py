@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataengine import modalities
 from dataengine.decode.text import decode_jsonl
 from dataengine.democorpus import write_demo_corpus
 
 
 def test_illustrated_pages(tmp_path: Path) -> None:
     info = write_demo_corpus(tmp_path, speech=False, seed=1, scale=0.12)
-    records = decode_jsonl((tmp_path / "images" / "illustrated.jsonl").read_bytes())
+    records = decode_jsonl(segment_exts=modalities.segment_exts(), data=(tmp_path / "images" / "illustrated.jsonl").read_bytes())
     assert len(records) == info["counts"]["interleaved"] >= 1
     for rec in records:
         assert isinstance(rec, dict), rec  # a RejectError would name the bad line

@@ -36,7 +36,7 @@ def test_inputs_replace_sources(tmp_path):
     (lambda d: d["tokenizers"].update(image={"family": "fsq_imag"}), "fsq_image"),
     (lambda d: d.pop("sources"), "missing required key 'sources'"),
     (lambda d: d.update(output={"val_fraction": 1.5}), "val_fraction"),
-    (lambda d: d["tokenizers"].update(video={"family": "frames"}), "need an `image` tokenizer"),
+    (lambda d: d["tokenizers"].update(video={"family": "frames"}), "built on the image tokenizer"),
     (lambda d: d["tokenizers"].pop("text"), "a `text` tokenizer is required"),
     (lambda d: d.update(curate={"filters": {"image_blurr": {"min": 1}}}), "did you mean 'image_blur'"),
     (lambda d: d.update(curate={"filtres": {}}), "did you mean 'filters'"),

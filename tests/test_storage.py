@@ -93,7 +93,7 @@ def test_local_paths_and_uris(tmp_path, monkeypatch):
 def test_options_travel_and_never_show_secrets(s3):
     opts = storage.options_from_env()
     assert (opts.endpoint, opts.region, opts.access_key) == (s3.endpoint, "us-east-1", "testing")
-    stage = DecodeStage(decode=Decode(), image_size=32, modalities=frozenset({"image"}))
+    stage = DecodeStage(decode=Decode(), sizes={"image": 32}, modalities=frozenset({"image"}))
     assert stage.storage_options == opts  # captured where the stage is built
     for text in (repr(opts), str(opts), repr(stage)):
         assert "testing-secret" not in text and "'testing'" not in text
@@ -235,7 +235,7 @@ def test_ray_worker_reads_s3_with_the_stage_options(corpus, ray_local):
     ray = ray_local
     found = discover([("c", corpus["uri"])], max_file_bytes=CAP)
     units = [u.to_row() for u in found.units if u.media.startswith(("images/", "shards/000.tar#k1"))]
-    stage = DecodeStage(decode=Decode(), image_size=32, modalities=frozenset({"image", "text"}))
+    stage = DecodeStage(decode=Decode(), sizes={"image": 32}, modalities=frozenset({"image", "text"}))
     expected = stage(pa.Table.from_pylist(units)).to_pylist()
 
     @ray.remote(num_cpus=0.5)

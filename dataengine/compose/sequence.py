@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataengine import modalities
 from dataengine.vocab import Vocab
 
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
-MARKERS = {
-    "text": ("<|text_start|>", "<|text_end|>"),
-    "image": ("<|image_start|>", "<|image_end|>"),
-    "video": ("<|video_start|>", "<|video_end|>"),
-    "audio": ("<|audio_start|>", "<|audio_end|>"),
-    "sensor": ("<|sensor_start|>", "<|sensor_end|>"),
-}
+TEXT = modalities.TEXT
+MARKERS = {m.name: m.markers for m in modalities.registry().values()}  # modality -> (begin, end) specials
 
 
 class SequenceBuilder:
@@ -75,20 +71,18 @@ class SequenceBuilder:
     def text(self, text_ids: np.ndarray) -> "SequenceBuilder":
         """Raw text content (a chat turn): no markers, but a span and its side entry."""
         start = self.length
-        self._append(self.vocab.to_global("text", text_ids))
-        self.spans.append({"modality": "text", "start": start, "end": self.length})
-        self.side.append({"modality": "text", "tokenizer": "text"})
+        self._append(self.vocab.to_global(TEXT, text_ids))
+        self.spans.append({"modality": TEXT, "start": start, "end": self.length})
+        self.side.append({"modality": TEXT, "tokenizer": TEXT})
         return self
 
     def media(self, parts: list[tuple[str, str, np.ndarray, dict]]) -> "SequenceBuilder":
-        """Media spans (modality, tokenizer, local codes, side): video per frame, sensor per time step."""
+        """Media spans (modality, tokenizer, local codes, side); a modality with rows (video frames, sensor
+        time steps) gets its separator between them."""
         for modality, name, local, side in parts:
-            if modality == "video":
-                rows = int(side.get("latent_frames", side["frames"]))  # a temporal codec: one row per latent frame
-                self.span("video", name, local, side, rows=rows, sep="<|frame_sep|>")
-            elif modality == "sensor":
-                rows = len(local) // int(side["channels"])
-                self.span("sensor", name, local, side, rows=rows, sep="<|row_sep|>")
+            m = modalities.get(modality)
+            if m.rows is not None:
+                self.span(modality, name, local, side, rows=m.rows(side, local), sep=m.separator)
             else:
                 self.span(modality, name, local, side)
         return self
@@ -118,33 +112,16 @@ def split_rows(ids: np.ndarray, sep: int) -> list[np.ndarray]:
     return [row[row != sep] for row in np.split(ids, np.flatnonzero(ids == sep))]
 
 
-PAIRED_TEXT = {"image": "caption", "video": "caption", "audio": "transcript", "sensor": "label"}
-
-
-def compose_media(vocab: Vocab, kind: str, parts: list[tuple[str, str, np.ndarray, dict]],
-                  text_ids: np.ndarray | None, text_first: bool = False) -> tuple[SequenceBuilder, str]:
-    """A pretraining sequence: media spans (modality, tokenizer, local codes, side) and their text.
-
-    `text_first` puts the text span before the media (caption_to_image, ...).
-    Without text (or for kind "text") the task is the kind itself. Returns the
-    builder and the task name.
-    """
-    has_text = text_ids is not None and len(text_ids) > 0
+def compose_pair(vocab: Vocab, first: list[tuple[str, str, np.ndarray, dict]],
+                 second: list[tuple[str, str, np.ndarray, dict]]) -> SequenceBuilder:
+    """A pretraining sequence: `first`'s spans then `second`'s (modality, tokenizer, local codes, side),
+    loss on every position. ``("text", "text", ids, {})`` is a text span."""
     b = SequenceBuilder(vocab).special("<|bos|>")
-    if has_text and text_first:
-        b.span("text", "text", text_ids)
-    b.media(parts)
-    if has_text and not text_first:
-        b.span("text", "text", text_ids)
+    b.media(first)
+    b.media(second)
     b.special("<|eos|>")
     b.target(0, b.length)
-    if kind == "text" or not has_text:
-        task = kind
-    elif text_first:
-        task = f"{PAIRED_TEXT[kind]}_to_{kind}"
-    else:
-        task = f"{kind}_to_{PAIRED_TEXT[kind]}"
-    return b, task
+    return b
 
 
 def compose_interleaved(vocab: Vocab, parts: list[tuple[str, str, np.ndarray, dict]]) -> SequenceBuilder:

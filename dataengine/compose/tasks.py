@@ -13,6 +13,10 @@ recipe's weights for the group's kind, so the same id always gets the same task
     chat    chat
     interleaved  interleaved  (a `.jsonl` document of text and image/audio segments, in reading order)
 
+Each modality's module (`dataengine.modalities`) declares its kind's tasks, weights and templates; an
+aligned modality adds tasks to its host kind (depth adds image_to_depth and depth_to_image to image),
+drawn only by items that have it.
+
 A media item without a caption/transcript/label can only be unconditional
 (`image`, `audio`, ...), whatever the weights say. Instruction tasks render as
 a chat turn pair whose user turn is a template drawn (by another hash) from
@@ -27,48 +31,51 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dataengine import modalities
 from dataengine.config import build
 from dataengine.errors import RecipeError
 
-MEDIA_KINDS = ("image", "audio", "video", "sensor")
-KINDS = MEDIA_KINDS + ("text", "chat", "interleaved")
-SINGLE_TASK_KINDS = ("text", "chat", "interleaved")  # one task each: the kind itself
+def _kind_tasks() -> dict[str, tuple[str, ...]]:
+    """Each row kind's tasks in draw order: its modality's, then those aligned modalities add to it."""
+    out: dict[str, tuple[str, ...]] = {}
+    for m in modalities.registry().values():
+        added = tuple(t for o in modalities.registry().values() for t in o.host_tasks.get(m.name, {}))
+        out[m.name] = tuple(m.tasks) + added
+        out.update({k: (k,) for k in m.kinds})  # record kinds (chat, interleaved): one task, the kind itself
+    return out
 
-KIND_TASKS: dict[str, tuple[str, ...]] = {
-    "image": ("image_to_caption", "caption_to_image", "instruct", "image"),
-    "audio": ("audio_to_transcript", "transcript_to_audio", "instruct", "audio"),
-    "video": ("video_to_caption", "caption_to_video", "instruct", "video"),
-    "sensor": ("sensor_to_label", "instruct", "sensor"),
-    "text": ("text",),
-    "chat": ("chat",),
-    "interleaved": ("interleaved",),
-}
 
-# Understanding (X -> text) and generation (text -> X) in equal parts, so one corpus
-# teaches both directions; a fifth as instructions, enough for the SFT stage to find
-# its format without starving pretraining. Captioned items are never spent on the
-# unconditional task by default (its weight is 0): uncaptioned items already feed it.
-# Sensor has no generation task (a label does not determine a recording).
-DEFAULT_TASKS: dict[str, dict[str, float]] = {
-    "image": {"image_to_caption": 0.4, "caption_to_image": 0.4, "instruct": 0.2},
-    "audio": {"audio_to_transcript": 0.4, "transcript_to_audio": 0.4, "instruct": 0.2},
-    "video": {"video_to_caption": 0.4, "caption_to_video": 0.4, "instruct": 0.2},
-    "sensor": {"sensor_to_label": 0.7, "instruct": 0.3},
-    "text": {"text": 1.0},
-    "chat": {"chat": 1.0},
-    "interleaved": {"interleaved": 1.0},
-}
+def _default_tasks() -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for m in modalities.registry().values():
+        out[m.name] = {**m.default_tasks, **{t: w for o in modalities.registry().values()
+                                             for t, w in o.host_tasks.get(m.name, {}).items()}}
+        out.update({k: {k: 1.0} for k in m.kinds})
+    return out
 
+
+KIND_TASKS: dict[str, tuple[str, ...]] = _kind_tasks()
+KINDS = tuple(KIND_TASKS)
+SINGLE_TASK_KINDS = tuple(k for k, t in KIND_TASKS.items() if t == (k,))  # one task each: the kind itself
+MEDIA_KINDS = tuple(k for k, t in KIND_TASKS.items() if "instruct" in t)  # kinds with instruction templates
+# Understanding (X -> text) and generation (text -> X) in equal parts, so one corpus teaches both
+# directions; a fifth as instructions (each modality's module gives its weights and the reason).
+DEFAULT_TASKS: dict[str, dict[str, float]] = _default_tasks()
 # Several phrasings per kind so the model learns the intent, not one string.
-DEFAULT_TEMPLATES: dict[str, list[str]] = {
-    "image": ["Describe this image.", "What is shown in this picture?", "Write a caption for this image.",
-              "Give a short description of the image."],
-    "audio": ["Transcribe this audio.", "What is being said in this recording?",
-              "Write down the words spoken in this clip."],
-    "video": ["What happens in this video?", "Describe this video.", "Write a caption for this clip."],
-    "sensor": ["Which activity is this recording?", "What is the person doing in this sensor recording?",
-               "Label this sensor recording."],
-}
+DEFAULT_TEMPLATES: dict[str, list[str]] = {m.name: list(m.templates) for m in modalities.registry().values()
+                                           if m.templates}
+_TEXT_NAMES = {m.paired_text for m in modalities.registry().values() if m.paired_text} | {modalities.TEXT}
+
+
+def task_needs(kind: str, task: str) -> frozenset[str]:
+    """What an item of `kind` must have for `task`: "text" (its caption, transcript or label) and/or the
+    aligned modalities the task names (``image_to_depth`` needs "depth")."""
+    if task == kind or kind in SINGLE_TASK_KINDS:
+        return frozenset()
+    if task == "instruct":
+        return frozenset({"text"})
+    names = set(task.split("_to_"))
+    return frozenset(("text" if n in _TEXT_NAMES else n) for n in names if n != kind)
 
 
 @dataclass
@@ -144,12 +151,12 @@ def hash_uniform(seed: int, ids: list[str], salt: str) -> np.ndarray:
     return np.asarray(words, dtype=np.float64) / float(1 << 53)
 
 
-def choose_tasks(cfg: ComposeConfig, kind: str, ids: list[str], seed: int, paired: np.ndarray | list[bool]
-                 ) -> list[str]:
-    """The task of each id of one kind; `paired[i]` says whether item i has its caption/transcript/label.
+def choose_tasks(cfg: ComposeConfig, kind: str, ids: list[str], seed: int, has: list) -> list[str]:
+    """The task of each id of one kind. `has[i]`: what item i has besides its kind, a set of "text" and
+    aligned modality names (a bool means {"text"} or nothing: whether it has its caption/transcript/label).
 
-    Unpaired media items get the unconditional task (the kind itself); text, chat and
-    interleaved have a single task each.
+    Each item draws among the tasks it can do (`task_needs`); an item that can do none with a positive
+    weight gets the unconditional task (the kind itself). Text, chat and interleaved have one task each.
     """
     if kind not in KIND_TASKS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
@@ -157,15 +164,24 @@ def choose_tasks(cfg: ComposeConfig, kind: str, ids: list[str], seed: int, paire
         return [kind] * len(ids)
     names = list(KIND_TASKS[kind])
     w = np.array([float(cfg.weights(kind).get(t, 0.0)) for t in names])
-    cum = np.cumsum(w / w.sum())
     u = hash_uniform(seed, ids, "task")
-    # searchsorted(side="right") never lands on a zero-weight task: its cum equals its predecessor's
-    pick = np.minimum(np.searchsorted(cum, u, side="right"), len(names) - 1)
-    while (w[pick] == 0).any():  # float round-off at the top end only: step back to a positive weight
-        pick = np.where(w[pick] == 0, pick - 1, pick)
-    chosen = np.asarray(names, dtype=object)[pick]
-    chosen = np.where(np.asarray(paired, dtype=bool), chosen, kind)
-    return chosen.tolist()
+    chosen = [kind] * len(ids)
+    groups: dict[frozenset, list[int]] = {}
+    for i, h in enumerate(has):
+        h = ({"text"} if h else set()) if isinstance(h, (bool, np.bool_)) else h
+        groups.setdefault(frozenset(h), []).append(i)
+    for h, idx in groups.items():
+        wm = w * np.array([task_needs(kind, t) <= h for t in names], dtype=np.float64)
+        if wm.sum() <= 0:
+            continue
+        cum = np.cumsum(wm / wm.sum())
+        # searchsorted(side="right") never lands on a zero-weight task: its cum equals its predecessor's
+        pick = np.minimum(np.searchsorted(cum, u[idx], side="right"), len(names) - 1)
+        while (wm[pick] == 0).any():  # float round-off at the top end only: step back to a positive weight
+            pick = np.where(wm[pick] == 0, pick - 1, pick)
+        for j, p in zip(idx, pick):
+            chosen[j] = names[int(p)]
+    return chosen
 
 
 def choose_template(cfg: ComposeConfig, kind: str, item_id: str, seed: int) -> str:

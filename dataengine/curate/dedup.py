@@ -25,23 +25,21 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataengine import modalities
 from dataengine.config import build
 from dataengine.curate import minhash
 from dataengine.errors import RecipeError
 
-TEXT_KINDS = ("text", "chat", "interleaved")           # content = text spans
-MEDIA_MODALITIES = ("image", "video", "audio", "sensor")  # content of every other kind
+TEXT_KINDS = modalities.get(modalities.TEXT).all_kinds()  # content = text spans: text, chat, interleaved
+MEDIA_MODALITIES = tuple(m.name for m in modalities.media())  # content of every other kind
 REQUIRED_COLUMNS = ("id", "kind", "content_hash", "quality", "tokens", "spans")
 
-# 2-grams for media codes: a grid/frame code sequence is short (64 codes per 64x64 image)
-# and a re-encode flips a few codes, each flip costing n shingles; 2-grams keep re-encodes
-# at J >= 0.77 while crops and other photos stay <= 0.32. 5-grams for BPE text (the usual
-# word-ish shingle: rare to share by chance, an edited word costs ~5-10 shingles).
-DEFAULT_NGRAM = {"text": 5, "chat": 5, "interleaved": 5, "image": 2, "video": 2, "audio": 2, "sensor": 2}
-# Verification thresholds on estimated Jaccard: 0.5 sits mid-gap between re-encodes
-# (>= 0.77) and crops/other media (<= 0.32); 0.7 is the customary text near-dup level.
-DEFAULT_THRESHOLD = {"text": 0.7, "chat": 0.7, "interleaved": 0.7,
-                     "image": 0.5, "video": 0.5, "audio": 0.5, "sensor": 0.5}
+# Per kind, each modality's own choice (see its module): 2-grams for media codes (a grid/frame code
+# sequence is short and a re-encode flips a few codes, each flip costing n shingles: re-encodes stay at
+# J >= 0.77 while crops and other photos stay <= 0.32), 5-grams for BPE text (the usual word-ish
+# shingle). Thresholds on estimated Jaccard: 0.5 mid-gap for media, 0.7 the customary text level.
+DEFAULT_NGRAM = {k: m.ngram for m in modalities.registry().values() for k in m.all_kinds()}
+DEFAULT_THRESHOLD = {k: m.threshold for m in modalities.registry().values() for k in m.all_kinds()}
 
 
 @dataclass

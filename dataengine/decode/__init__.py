@@ -14,25 +14,6 @@ from dataengine.decode.sensor import SENSOR_EXTS, SensorRecording, decode_sensor
 from dataengine.decode.text import JSONL_EXTS, TEXT_EXTS, decode_jsonl, decode_text
 from dataengine.decode.video import VIDEO_EXTS, DecodedVideo, decode_video
 
-_MODALITY_BY_EXT = {
-    **{ext: "image" for ext in IMAGE_EXTS},
-    **{ext: "audio" for ext in AUDIO_EXTS},
-    **{ext: "video" for ext in VIDEO_EXTS},
-    **{ext: "sensor" for ext in SENSOR_EXTS},
-    **{ext: "text" for ext in TEXT_EXTS},
-    **{ext: "jsonl" for ext in JSONL_EXTS},
-}
-
-
-def modality_of_ext(ext: str) -> str | None:
-    """"image", "audio", "video", "sensor", "text" or "jsonl" for a file extension
-    (``".JPG"`` and ``"jpg"`` both work); None for anything else."""
-    ext = ext.strip().lower()
-    if ext and not ext.startswith("."):
-        ext = "." + ext
-    return _MODALITY_BY_EXT.get(ext)
-
-
 __all__ = [
     "AUDIO_EXTS",
     "IMAGE_EXTS",
@@ -49,7 +30,6 @@ __all__ = [
     "decode_sensor",
     "decode_text",
     "decode_video",
-    "modality_of_ext",
     "parse_sidecar",
     "read_input",
     "split_member",

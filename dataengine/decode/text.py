@@ -40,7 +40,6 @@ JSONL_EXTS = frozenset({".jsonl"})
 MAX_JSON_DEPTH = 20
 ROLES = frozenset({"system", "user", "assistant"})
 RECORD_KEYS = ("text", "messages", "interleaved")
-SEGMENT_MEDIA = ("image", "audio")  # modalities an interleaved segment may reference
 DEFAULT_MAX_MEDIA = 16
 
 _BOM = b"\xef\xbb\xbf"
@@ -149,7 +148,7 @@ def decode_text(data: bytes, *, max_chars: int = 2_000_000) -> str:
     return text
 
 
-def _normalise_record(obj: Any, where: str, max_media: int = DEFAULT_MAX_MEDIA) -> dict:
+def _normalise_record(obj: Any, where: str, max_media: int, segment_exts) -> dict:
     """Check one parsed JSON value and return the normalised record (or raise bad_record, ...)."""
     if not isinstance(obj, dict):
         raise RejectError("bad_record", f"{where}: a record must be a JSON object, got {type(obj).__name__}")
@@ -174,7 +173,7 @@ def _normalise_record(obj: Any, where: str, max_media: int = DEFAULT_MAX_MEDIA) 
     elif has_messages:
         record = {"messages": _normalise_messages(obj["messages"], where)}
     else:
-        record = {"interleaved": _normalise_segments(obj["interleaved"], where, max_media)}
+        record = {"interleaved": _normalise_segments(obj["interleaved"], where, max_media, segment_exts)}
     if meta:
         record["meta"] = meta
     try:  # "\ud800" escapes parse to lone surrogates, which no UTF-8 writer accepts
@@ -209,17 +208,15 @@ def _normalise_messages(messages: Any, where: str) -> list[dict]:
     return out
 
 
-def check_reference(ref: Any, modality: str) -> str:
+def check_reference(ref: Any, modality: str, exts) -> str:
     """A segment's media reference, checked to be a root-relative file of `modality` discovery would take.
 
     Raises `RejectError`: ``bad_segment`` (not a non-empty string), ``remote_reference``
     (a URL), ``unsafe_path`` (absolute, ``..``, backslash), ``hidden_file`` (a component
     starting with a dot: discovery skips those, so no stamp would cover it) or
-    ``unsupported_extension`` (not an image/audio extension). Reading it is the
+    ``unsupported_extension`` (not one of `exts`, the modality's file suffixes). Reading it is the
     decode stage's job (`source.read_input` confines it to the root).
     """
-    from dataengine.decode import modality_of_ext  # noqa: PLC0415  (the package imports this module)
-
     if not isinstance(ref, str) or not ref.strip():
         raise RejectError("bad_segment", f"the {modality!r} reference must be a non-empty path string, got {ref!r}")
     if "://" in ref or ref.startswith("data:"):
@@ -232,15 +229,16 @@ def check_reference(ref: Any, modality: str) -> str:
     if any(p.startswith(".") for p in parts if p):
         raise RejectError("hidden_file", f"{ref!r} has a hidden component; discovery skips hidden files, "
                                          "rename it without the leading dot")
-    base = parts[-1].rsplit("#", 1)[-1]
-    ext = "." + base.rsplit(".", 1)[-1] if "." in base else ""
-    if modality_of_ext(ext) != modality:
+    base = parts[-1].rsplit("#", 1)[-1].lower()
+    ext = next((e for e in sorted(exts, key=len, reverse=True) if base.endswith(e) and len(base) > len(e)),
+               "." + base.rsplit(".", 1)[-1] if "." in base else "")
+    if ext not in exts:
         raise RejectError("unsupported_extension", f"{ref!r}: extension {ext or '(none)'!r} is not an "
                                                    f"{modality} type")
     return ref
 
 
-def _normalise_segments(segments: Any, where: str, max_media: int) -> list[dict]:
+def _normalise_segments(segments: Any, where: str, max_media: int, segment_exts) -> list[dict]:
     """Validate an interleaved document's segments (reasons no_segments, bad_segment, too_many_media, ...)."""
     if not isinstance(segments, list):
         raise RejectError("bad_record", f"{where}: 'interleaved' must be a list of segments, "
@@ -248,14 +246,14 @@ def _normalise_segments(segments: Any, where: str, max_media: int) -> list[dict]
     if not segments:
         raise RejectError("no_segments", f"{where}: 'interleaved' holds no segments; give at least one "
                                          '{"text": ...} or {"image": PATH}')
-    n_media = sum(isinstance(s, dict) and any(m in s for m in SEGMENT_MEDIA) for s in segments)
+    n_media = sum(isinstance(s, dict) and any(m in s for m in segment_exts) for s in segments)
     if n_media > max_media:
         raise RejectError("too_many_media", f"{where}: {n_media} image/audio segments (limit "
                                             f"decode.text.max_interleaved_media={max_media}); split the document "
                                             "or raise the limit")
     out = []
     for i, seg in enumerate(segments):
-        kinds = [k for k in ("text", *SEGMENT_MEDIA) if isinstance(seg, dict) and k in seg]
+        kinds = [k for k in ("text", *segment_exts) if isinstance(seg, dict) and k in seg]
         if len(kinds) != 1:
             got = sorted(seg) if isinstance(seg, dict) else type(seg).__name__
             raise RejectError("bad_segment", f"{where}: segment {i} ({got}) is not a segment; use exactly one of "
@@ -268,14 +266,14 @@ def _normalise_segments(segments: Any, where: str, max_media: int) -> list[dict]
             seg["text"] = _normalise(seg["text"])
         else:
             try:
-                check_reference(seg[kind], kind)
+                check_reference(seg[kind], kind, segment_exts[kind])
             except RejectError as exc:
                 raise RejectError(exc.reason, f"{where}: segment {i}: {exc.detail}") from None
         out.append(seg)
     return out
 
 
-def _decode_line(raw: bytes, lineno: int, max_record_bytes: int, max_media: int = DEFAULT_MAX_MEDIA) -> dict:
+def _decode_line(raw: bytes, lineno: int, max_record_bytes: int, max_media: int, segment_exts) -> dict:
     """Decode one non-blank JSONL line into a record; raise RejectError naming the line."""
     where = f"line {lineno}"
     if len(raw) > max_record_bytes:
@@ -288,12 +286,15 @@ def _decode_line(raw: bytes, lineno: int, max_record_bytes: int, max_media: int 
         obj = loads_json(line)
     except (ValueError, RecursionError) as exc:
         raise RejectError("bad_json", f"{where}: {exc}") from None
-    return _normalise_record(obj, where, max_media)
+    return _normalise_record(obj, where, max_media, segment_exts)
 
 
-def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000,
+def decode_jsonl(data: bytes, *, segment_exts, max_record_bytes: int = 1_000_000,
                  max_interleaved_media: int = DEFAULT_MAX_MEDIA) -> list[dict | RejectError]:
     """Decode a JSON Lines file into one entry per non-blank line, in file order.
+
+    `segment_exts`: {modality: file suffixes} an interleaved segment may reference (the registry's
+    `dataengine.modalities.segment_exts()`: image and audio).
 
     Each entry is a normalised record or the `RejectError` for that line
     (reasons ``bad_json``, ``bad_record``, ``record_too_large``, ``invalid_utf8``,
@@ -316,7 +317,7 @@ def decode_jsonl(data: bytes, *, max_record_bytes: int = 1_000_000,
         if not raw.strip():
             continue
         try:
-            record = _decode_line(raw, lineno, max_record_bytes, max_interleaved_media)
+            record = _decode_line(raw, lineno, max_record_bytes, max_interleaved_media, segment_exts)
             record["line"] = lineno
             out.append(record)
         except RejectError as exc:

@@ -22,27 +22,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dataengine import modalities
+from dataengine.discover import discover
 from dataengine.errors import RecipeError
-from dataengine.evaluate.audio import evaluate_audio
-from dataengine.evaluate.image import evaluate_image
 from dataengine.evaluate.metrics import code_stats, roundtrip
-from dataengine.evaluate.sensor import evaluate_sensor
-from dataengine.evaluate.video import evaluate_video
+from dataengine.pipeline.decode_stage import DecodeStage
+from dataengine.pipeline.tokenize_stage import load_tokenizers
 from dataengine.recipe import Recipe, Source, load_recipe, source_roots
+from dataengine.tokenize.base import CARD_FILE
+from dataengine.tokenize.samples import collect_samples, input_sizes, split_units
 
 DEFAULT_MAX_ITEMS = 200
-ROLES = ("text", "image", "video", "audio", "sensor")
-EVALUATORS: dict[str, Callable[..., dict]] = {
-    "image": evaluate_image, "video": evaluate_video, "audio": evaluate_audio, "sensor": evaluate_sensor,
-}
-TABLE_KEYS = {
-    "text": ("bytes_per_token", "baseline_bytes_per_token"),
-    "image": ("psnr", "baseline_psnr", "ssim", "baseline_ssim", "token_bits", "baseline_bits",
-              "utilization", "utilization_bound", "perplexity", "tokens_per_item"),
-    "video": ("psnr", "ssim", "tokens_per_second", "frames_psnr", "frames_ssim", "frames_tokens_per_second"),
-    "audio": ("mel_l1", "baseline_mel_l1", "griffinlim_mel_l1", "tokens_per_second", "utilization", "perplexity"),
-    "sensor": ("rmse", "max_abs_error", "bound", "within_bound", "tokens_per_second"),
-}
+TEXT = modalities.TEXT
 
 
 def default_recipe_path() -> Path:
@@ -51,9 +42,13 @@ def default_recipe_path() -> Path:
 
 
 def resources_for(recipe: Recipe, *, image_tokenizer: Any = None) -> dict:
-    """What `evaluate_role` needs besides the items: decode rates and the image tokenizer."""
-    return {"video_fps": recipe.decode.video.fps, "sensor_rate_hz": recipe.decode.sensor.rate_hz,
-            "audio_sample_rate": recipe.decode.audio.sample_rate, "image_tokenizer": image_tokenizer}
+    """What `evaluate_role` needs besides the items: each modality's (`Modality.eval_resources`: decode rates)
+    and the image tokenizer."""
+    out: dict = {}
+    for m in modalities.registry().values():
+        if m.eval_resources is not None:
+            out.update(m.eval_resources(recipe.decode))
+    return {**out, "image_tokenizer": image_tokenizer}
 
 
 def device_name(tokenizer: Any) -> str:
@@ -71,8 +66,8 @@ def evaluate_role(role: str, tokenizer: Any, eval_items: list, *, fit_items: lis
     `fit_items`: the fitting texts (text only: the SentencePiece baseline trains
     on them). `resources`: `resources_for(recipe, image_tokenizer=...)`.
     """
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    if role not in modalities.registry():
+        raise ValueError(f"unknown role {role!r}; expected one of {modalities.names()}")
     items = list(eval_items)
     out: dict[str, Any] = {"family": tokenizer.family, "items": len(items), "device": device_name(tokenizer)}
     if not items:
@@ -80,10 +75,12 @@ def evaluate_role(role: str, tokenizer: Any, eval_items: list, *, fit_items: lis
     rt = roundtrip(tokenizer, items)
     out["encode_items_per_s"] = rt["encode_items_per_s"]
     out["decode_items_per_s"] = rt["decode_items_per_s"]
-    if role == "text":
+    if role == TEXT:
         out.update(_evaluate_text(tokenizer, fit_items, items, rt))
+    elif modalities.get(role).evaluate is None:
+        out["error"] = f"modality {role!r} has no evaluate hook"
     else:
-        out.update(EVALUATORS[role](tokenizer, items, rt, dict(resources or {})))
+        out.update(modalities.get(role).evaluate(tokenizer, items, rt, dict(resources or {})))
     return out
 
 
@@ -117,17 +114,11 @@ def _has_model(tok: Any) -> bool:
 
 def load_role_tokenizers(tokdir: Path, *, log: Callable = print) -> dict[str, Any]:
     """{role: tokenizer} for every ``tokdir/<role>/card.yaml``; video gets the image tokenizer."""
-    from dataengine.tokenize.base import CARD_FILE
-    from dataengine.tokenize.registry import load_tokenizer
-
-    roles = [r for r in ROLES if (tokdir / r / CARD_FILE).is_file()]
+    roles = [r for r in modalities.names() if (tokdir / r / CARD_FILE).is_file()]
     if not roles:
         raise RecipeError(f"no fitted tokenizers in {tokdir} (no <role>/card.yaml); fit them first with "
                           f"`dataengine fit RECIPE --input PATH --tokenizers {tokdir}`")
-    toks: dict[str, Any] = {}
-    for role in roles:
-        extra = {"image_tokenizer": toks["image"]} if role == "video" and "image" in toks else {}
-        toks[role] = load_tokenizer(tokdir / role, **extra)
+    toks: dict[str, Any] = load_tokenizers(tokdir, roles)
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     for tok in toks.values():
         if _has_model(tok):  # stateless families (bpe, sensor_bins) stay on the CPU they run on
@@ -151,19 +142,18 @@ def _as_recipe(recipe: Recipe | str | Path | None, inputs: list | None) -> Recip
 
 
 def _decode_settings(recipe: Recipe, toks: dict, log: Callable):
-    """A decode stage matching the tokenizers on disk (image size, audio rate), and the recipe it implies."""
-    from dataengine.pipeline.decode_stage import DecodeStage
-    from dataengine.tokenize.samples import image_size_of
-
-    size = (toks["image"].params.get("size") if "image" in toks
-            else toks["video"].params.get("size") if "video" in toks else None) or image_size_of(recipe)
+    """A decode stage matching the tokenizers on disk (input sizes, audio rate), and the recipe it implies."""
+    sizes = input_sizes(recipe)
+    for m in modalities.registry().values():
+        if m.size_param and m.name in toks and toks[m.name].params.get(m.size_param):
+            sizes[m.name] = int(toks[m.name].params[m.size_param])
     decode = recipe.decode
     rate = toks["audio"].params.get("sample_rate") if "audio" in toks else None
     if rate and int(rate) != decode.audio.sample_rate:
         log(f"decoding audio at the tokenizer's {rate} Hz (the recipe says {decode.audio.sample_rate})")
         decode = dataclasses.replace(decode, audio=dataclasses.replace(decode.audio, sample_rate=int(rate)))
     recipe = dataclasses.replace(recipe, decode=decode)
-    return DecodeStage(decode=decode, image_size=size, modalities=frozenset(toks)), recipe
+    return DecodeStage(decode=decode, sizes=sizes, modalities=frozenset(toks)), recipe
 
 
 def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None, inputs: list | None = None, *,
@@ -173,9 +163,6 @@ def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None,
     `recipe`: a Recipe, a recipe path, or None for pipelines/demo.yaml; `inputs`
     replace its sources. At most `max_items` eval items per role.
     """
-    from dataengine.discover import discover
-    from dataengine.tokenize.samples import collect_samples, split_units
-
     t_start = time.time()
     tokdir = Path(tokdir)
     recipe = _as_recipe(recipe, inputs)
@@ -187,7 +174,7 @@ def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None,
     eval_units = found.units if use_all else held_units
     capped = dataclasses.replace(recipe, fit=dataclasses.replace(recipe.fit, max_items=max_items))
     samples = collect_samples(capped, eval_units, stage, log=log)
-    fit_texts = collect_samples(recipe, fit_units, stage, log=lambda *_: None)["text"] if "text" in toks else None
+    fit_texts = collect_samples(recipe, fit_units, stage, log=lambda *_: None)[TEXT] if TEXT in toks else None
     resources = resources_for(recipe, image_tokenizer=toks.get("image"))
     split = "all" if use_all else "held-out"
     results: dict[str, Any] = {"meta": {
@@ -205,7 +192,7 @@ def evaluate_tokenizers(tokdir: Path, recipe: Recipe | str | Path | None = None,
                              "error": f"no {split} {role} items in the inputs{hint}"}
             continue
         try:
-            results[role] = evaluate_role(role, tok, items, fit_items=fit_texts if role == "text" else None,
+            results[role] = evaluate_role(role, tok, items, fit_items=fit_texts if role == TEXT else None,
                                           resources=resources)
         except Exception as e:  # one broken role must not hide the others
             results[role] = {"family": tok.family, "items": len(items), "device": device_name(tok),
@@ -226,12 +213,12 @@ def _fmt(v: Any) -> str:
 def format_table(results: dict) -> list[str]:
     """A compact block per role: headline metrics, then speed and device."""
     lines = []
-    for role in ROLES:
+    for role in modalities.names():
         r = results.get(role)
         if r is None:
             continue
         lines.append(f"{role:<7} {r.get('family', '?'):<12} items {r.get('items', 0):<4} {r.get('device', '')}")
-        keys = [k for k in TABLE_KEYS[role] if k in r] + [
+        keys = [k for k in modalities.get(role).eval_keys if k in r] + [
             k for k in ("encode_items_per_s", "decode_items_per_s") if k in r]
         cells = [f"{k} {_fmt(r[k])}" for k in keys]
         for i in range(0, len(cells), 4):

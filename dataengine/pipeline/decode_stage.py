@@ -28,14 +28,14 @@ import pyarrow as pa
 from safetensors.numpy import save as st_save
 
 from dataengine import decode as D
+from dataengine import modalities
 from dataengine import storage
 from dataengine.curate.stats import content_hash, item_stats, stats_json
-from dataengine.curate.stats_visual import VIDEO_ANALYSIS_SIDE
 from dataengine.decode.source import check_unchanged
 from dataengine.errors import RejectError
 from dataengine.manifest_input import manifest_of
 from dataengine.recipe import Decode, Recipe
-from dataengine.tokenize.samples import image_size_of
+from dataengine.tokenize.samples import input_sizes
 
 DECODED_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -61,7 +61,7 @@ class DecodeStage:
     """Settings the decode function needs; a frozen dataclass so Ray ships it cheaply."""
 
     decode: Decode
-    image_size: int | None        # square side of the image tokenizer (None: no image tokenizer)
+    sizes: dict[str, int]         # input side of each tokenizer that has one (`Modality.size_param`): image 64
     modalities: frozenset[str]    # modalities the recipe has tokenizers for
     stats: bool = True            # compute quality stats (False: stats "{}", e.g. when fitting tokenizers)
     reads: tuple[str, ...] = ("unit_id", "source", "root", "kind", "media", "caption", "sidecar", "stamps",
@@ -103,7 +103,7 @@ class DecodeStage:
         out: list[dict] = []
         root = u["root"]  # a folder or a URI (s3://bucket/prefix): never through Path, which folds "//"
         kind = u["kind"]
-        needed = "text" if kind in ("text", "jsonl") else kind
+        needed = modalities.TEXT if kind == "jsonl" else kind
         if needed not in self.modalities:
             return self._media_failed(u, None, "no_tokenizer",
                                       f"the recipe has no `tokenizers.{needed}`; add one to keep {kind} inputs")
@@ -137,7 +137,10 @@ class DecodeStage:
         try:
             if kind == "jsonl":
                 return out + self._jsonl(u, data, lineage[0])
-            arrays, described = self._media(kind, data, u["media"], sidecar, meta)
+            d = self._media(kind, data, u["media"], sidecar, meta)
+            aligned = self._aligned(u, meta, lineage, out)  # after the media: its failure rejects them all
+            arrays = {**d.arrays, **{k: v for a in aligned.values() for k, v in a.arrays.items()}}
+            described = self._describe(kind, d.full, d.text, d.stats_meta, meta, aligned)
             if self.stats and described[1] != "{}":
                 described = (described[0], stats_json({**json.loads(described[1]), "media_bytes": len(data)}))
         except RejectError as e:
@@ -145,9 +148,9 @@ class DecodeStage:
         except Exception as e:  # a decoder bug or an unforeseen file: reject, never crash the run
             return out + self._media_failed(u, lineage[1:], "decoder_error",
                                             f"{type(e).__name__}: {e} | {_last_frame(e)}")
-        if kind == "text":  # a text document's own file is its content, not a caption
+        if kind == modalities.TEXT:  # a text document's own file is its content, not a caption
             lineage[0]["role"] = "document"
-        out.append(_ok(u, u["unit_id"], "text" if kind == "text" else kind, lineage, meta, arrays, described))
+        out.append(_ok(u, u["unit_id"], kind, lineage, meta, arrays, described))
         return out
 
     def _manifest_row(self, u: dict, meta: dict, lineage: list) -> dict | None:
@@ -167,63 +170,57 @@ class DecodeStage:
             meta["sidecar"] = inline["metadata"]
         return inline.get("metadata")
 
-    def _describe(self, kind: str, full: dict, text: str | None, smeta: dict, meta: dict) -> tuple[str, str]:
+    def _describe(self, kind: str, full: dict, text: str | None, smeta: dict, meta: dict,
+                  aligned: dict | None = None) -> tuple[str, str]:
         """(content_hash, stats JSON) of one item from its decode before the tokenizer's resize
-        (images at full resolution; video frames at the stats' and tokenizer's short side)."""
-        digest = content_hash(full, text)
+        (images at full resolution; video frames at the stats' and tokenizer's short side). `aligned`:
+        {modality: Decoded} of its aligned files, in the hash and the stats too."""
+        aligned = aligned or {}
+        digest = content_hash({**full, **{k: v for d in aligned.values() for k, v in d.full.items()}}, text)
         if not self.stats:
             return digest, "{}"
         try:
-            return digest, stats_json(item_stats(kind, full, smeta))
+            stats = item_stats(kind, full, smeta)
+            for mod, d in aligned.items():
+                stats.update(item_stats(mod, d.full, d.stats_meta))
+            return digest, stats_json(stats)
         except Exception as e:  # a stats bug must not lose the item: it keeps empty stats
             meta["stats_error"] = f"{type(e).__name__}: {e} | {_last_frame(e)}"
             return digest, "{}"
 
-    def _media(self, kind: str, data: bytes, path: str, sidecar: dict | None,
-               meta: dict) -> tuple[dict, tuple[str, str]]:
-        """(arrays at the tokenizer's size, (content_hash, stats JSON))."""
-        c = self.decode
-        if kind == "text":
-            meta["text"] = D.decode_text(data, max_chars=c.text.max_chars)
-            return {}, self._describe("text", {}, meta["text"], {"text": meta["text"]}, meta)
-        if kind == "image":
-            img = D.decode_image(data, max_pixels=c.image.max_pixels)
-            meta["width"], meta["height"] = int(img.shape[1]), int(img.shape[0])
-            described = self._describe("image", {"image": img}, None, {}, meta)
-            return {"image": D.square_resize(img, self.image_size)}, described
-        if kind == "audio":
-            wave, info = D.decode_audio(data, sample_rate=c.audio.sample_rate, max_seconds=c.audio.max_seconds)
-            meta.update(info)
-            smeta = {"sample_rate": c.audio.sample_rate, "duration_s": info.get("duration_s")}
-            return {"audio": wave}, self._describe("audio", {"audio": wave}, None, smeta, meta)
-        if kind == "video":
-            v = D.decode_video(data, fps=c.video.fps, max_seconds=c.video.max_seconds,
-                               max_frames=c.video.max_frames, max_pixels=c.video.max_pixels,
-                               sample_rate=c.audio.sample_rate, backend=c.video.backend,
-                               short_side=max(self.image_size, VIDEO_ANALYSIS_SIDE))  # what tokens and stats use
-            meta.update({"fps": v.fps, "duration_s": v.duration_s, "truncated": v.truncated,
-                         "frames": int(v.frames.shape[0]), "has_audio": v.audio is not None,
-                         "width": v.width, "height": v.height})
-            full = {"frames": v.frames} if v.audio is None else {"frames": v.frames, "audio": v.audio}
-            described = self._describe("video", full, None, meta, meta)
-            frames = np.stack([D.square_resize(f, self.image_size) for f in v.frames])
-            arrays = {"frames": frames}
-            if v.audio is not None and len(v.audio) and "audio" in self.modalities:
-                arrays["audio"] = v.audio.astype(np.float32)
-            return arrays, described
-        if kind == "sensor":
-            ext = Path(path).suffix.lower()
-            rec = D.decode_sensor(data, ext, sidecar, rate_hz=c.sensor.rate_hz, max_rows=c.sensor.max_rows,
-                                  max_nan_ratio=c.sensor.max_nan_ratio, max_label_chars=c.text.max_chars)
-            meta.update({"channels": rec.channels, "rate_hz": rec.rate_hz, "sensor": rec.meta})
-            if rec.label is not None and "text" not in meta:
-                meta["text"] = str(rec.label)
-            meta["label"] = rec.label
-            values = np.ascontiguousarray(rec.values, dtype=np.float32)
-            smeta = {k: rec.meta.get(k) for k in ("source_rows", "source_rate_hz", "duration_s", "filled_non_finite")}
-            smeta["rate_hz"] = rec.rate_hz
-            return {"sensor": values}, self._describe("sensor", {"sensor": values}, None, smeta, meta)
-        raise RejectError("unsupported_kind", f"no decoder for {kind!r}")
+    @property
+    def context(self) -> modalities.DecodeContext:
+        return modalities.DecodeContext(self.decode, dict(self.sizes), self.modalities)
+
+    def _media(self, kind: str, data: bytes, path: str, sidecar: dict | None, meta: dict) -> modalities.Decoded:
+        """The media file decoded by its kind's modality (arrays at the tokenizer's size, full ones)."""
+        m = modalities.registry().get(kind)
+        if m is None or m.decode is None:
+            raise RejectError("unsupported_kind", f"no decoder for {kind!r}")
+        return m.decode(data, path, sidecar, meta, self.context)
+
+    def _aligned(self, u: dict, meta: dict, lineage: list, out: list) -> dict:
+        """{modality: Decoded} of the unit's aligned files (an image's depth map). One that fails, or whose
+        modality the recipe does not tokenize, is a reject row of its own; the sample keeps its media."""
+        found: dict = {}
+        for mod, rel in json.loads(u.get("aligned") or "{}").items():
+            if mod not in self.modalities:
+                out.append(_reject(u, rel, "decode", "no_tokenizer", f"the recipe has no `tokenizers.{mod}`; add "
+                                                                      f"one to keep the {mod} aligned with {u['media']}"))
+                continue
+            try:
+                raw = _read(u["root"], rel, self.decode.max_file_bytes, u.get("stamps"), self.storage_options)
+                seen: dict = {}
+                found[mod] = modalities.get(mod).decode(raw, rel, None, seen, self.context)
+            except RejectError as e:
+                out.append(_reject(u, rel, "decode", e.reason, e.detail))
+                continue
+            except Exception as e:  # a decoder bug costs the aligned file, not the sample
+                out.append(_reject(u, rel, "decode", "decoder_error", f"{type(e).__name__}: {e} | {_last_frame(e)}"))
+                continue
+            lineage.append({"path": rel, "sha256": _sha(raw), "role": mod})
+            meta.setdefault("aligned", {})[mod] = seen
+        return found
 
     @staticmethod
     def _media_failed(u: dict, companions: list[dict] | None, reason: str, detail: str,
@@ -234,10 +231,11 @@ class DecodeStage:
         media failed before they were read, so every companion of the unit).
         """
         rows = [_reject(u, u["media"], stage, reason, detail)]
+        aligned = list(json.loads(u.get("aligned") or "{}").values())  # read only after the media decoded
         if companions is None:
-            paths = [p for p in (u.get("caption"), u.get("sidecar"), u.get("row")) if p]
+            paths = [p for p in (u.get("caption"), u.get("sidecar"), u.get("row")) if p] + aligned
         else:
-            paths = [c["path"] for c in companions]
+            paths = [c["path"] for c in companions] + aligned
         for path in paths:
             rows.append(_reject(u, path, stage, "media_rejected",
                                 f"its media file {u['media']} was rejected ({reason})"))
@@ -245,7 +243,8 @@ class DecodeStage:
 
     def _jsonl(self, u: dict, data: bytes, lineage0: dict) -> list[dict]:
         out = []
-        records = D.decode_jsonl(data, max_record_bytes=self.decode.text.max_record_bytes,
+        records = D.decode_jsonl(data, segment_exts=modalities.segment_exts(),
+                                 max_record_bytes=self.decode.text.max_record_bytes,
                                  max_interleaved_media=self.decode.text.max_interleaved_media)
         if not records:
             return [_reject(u, u["media"], "decode", "empty_file", "the .jsonl file holds no records")]
@@ -291,28 +290,25 @@ class DecodeStage:
         the source root (`read_input`) without a discovery stamp: each is its own
         unit too, whose stamp the candidates cache key holds.
         """
-        c, root = self.decode, u["root"]
+        c, root, ctx = self.decode, u["root"], self.context
+        kinds = [m for m in modalities.media() if m.interleavable]
         full, arrays, segments = {}, {}, []
         for k, seg in enumerate(rec["interleaved"]):
-            mod = next((m for m in ("image", "audio") if m in seg), None)
-            if mod is None:
+            m = next((m for m in kinds if m.name in seg), None)
+            if m is None:
                 segments.append(seg)
                 continue
-            ref = seg[mod]
-            if mod not in self.modalities or (mod == "image" and self.image_size is None):
+            mod, ref = m.name, seg[m.name]
+            if mod not in self.modalities or (m.size_param and mod not in self.sizes):
                 raise RejectError("no_tokenizer", f"segment {k} references {mod} {ref!r} and the recipe has no "
                                                   f"`tokenizers.{mod}`; add one to keep interleaved {mod}")
             try:
                 raw = _read(root, ref, c.max_file_bytes, None, self.storage_options)
-                if mod == "image":
-                    full[f"image.{k}"] = img = D.decode_image(raw, max_pixels=c.image.max_pixels)
-                    arrays[f"image.{k}"] = D.square_resize(img, self.image_size)
-                    segments.append({**seg, "sha256": _sha(raw), "width": int(img.shape[1]),
-                                     "height": int(img.shape[0])})
-                else:
-                    wave, info = D.decode_audio(raw, sample_rate=c.audio.sample_rate, max_seconds=c.audio.max_seconds)
-                    full[f"audio.{k}"] = arrays[f"audio.{k}"] = wave.astype(np.float32, copy=False)
-                    segments.append({**seg, "sha256": _sha(raw), "duration_s": info.get("duration_s")})
+                seen: dict = {}
+                d = m.decode(raw, ref, None, seen, ctx)
+                full[f"{m.array}.{k}"], arrays[f"{m.array}.{k}"] = d.full[m.array], d.arrays[m.array]
+                segments.append({**seg, "sha256": _sha(raw),
+                                 **{key: seen[key] for key in SEGMENT_META if key in seen}})
             except RejectError as e:
                 reason = f"missing_{mod}" if e.reason == "vanished" else e.reason
                 detail = "no such file under the source root" if e.reason == "vanished" else e.detail
@@ -320,9 +316,12 @@ class DecodeStage:
         meta["record"] = {key: v for key, v in rec.items() if key != "interleaved"}
         meta["segments"] = segments
         meta["text"] = "\n\n".join(s["text"] for s in segments if "text" in s)
-        canon = json.dumps([["text", s["text"]] if "text" in s else [next(m for m in ("image", "audio") if m in s)]
+        canon = json.dumps([["text", s["text"]] if "text" in s else [next(m.name for m in kinds if m.name in s)]
                             for s in segments], ensure_ascii=False)
         return arrays, self._describe("text", full, canon, {"text": meta["text"]}, meta)
+
+
+SEGMENT_META = ("width", "height", "duration_s")  # what an interleaved media segment records of its decode
 
 
 def _read(root: str, rel: str, max_bytes: int, stamps: str | None = None,
@@ -364,5 +363,5 @@ def _json_default(o):
 
 def decode_stage_for(recipe: Recipe, *, stats: bool = True) -> DecodeStage:
     """The decode stage the recipe implies; `stats=False` skips quality stats (fitting needs none)."""
-    return DecodeStage(decode=recipe.decode, image_size=image_size_of(recipe), modalities=frozenset(recipe.tokenizers),
+    return DecodeStage(decode=recipe.decode, sizes=input_sizes(recipe), modalities=frozenset(recipe.tokenizers),
                        stats=stats)

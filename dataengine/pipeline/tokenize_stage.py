@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 from safetensors.numpy import load as st_load
 
+from dataengine import modalities
 from dataengine.compose.instruct import compose_task
 from dataengine.compose.sequence import compose_chat, compose_interleaved
 from dataengine.compose.tasks import ComposeConfig, choose_tasks, choose_template
@@ -42,18 +43,31 @@ RESULT_SCHEMA = pa.schema(
     + [f for f in REJECT_SCHEMA if f.name not in ("source",)]
     + [pa.field("unit_id", pa.string()), pa.field("unit_rows", pa.int32())]  # for resuming a killed run
 )
-ROLE_OF = {"image": "image", "frames": "video", "audio": "audio", "sensor": "sensor"}  # array key -> tokenizer
 SEGMENT_SEP = "."  # interleaved arrays are "<key>.<segment index>": "image.3" is segment 3, an image
-PRIMARY = {"image": "image", "video": "frames", "audio": "audio", "sensor": "sensor"}  # kind -> array it is about
+TEXT = modalities.TEXT
+
+
+def role_of(key: str) -> str | None:
+    """The tokenizer role of a decoded array key ("frames" -> video, "image.3" -> image)."""
+    m = modalities.by_array(key)
+    return m.name if m else None
 
 
 def load_tokenizers(tokenizers_dir: Path, roles: list[str]) -> dict:
-    """Load every role's fitted tokenizer; video frames get the image tokenizer as a resource."""
-    toks = {}
-    for role in sorted(roles, key=lambda r: r == "video"):  # image before video
-        extra = {"image_tokenizer": toks["image"]} if role == "video" else {}
+    """Load every role's fitted tokenizer; one built on others (video on image) gets them as resources,
+    ``<role>_tokenizer=``, so they load first."""
+    toks: dict = {}
+    pending = [r for r in modalities.names() if r in roles] + [r for r in roles if r not in modalities.names()]
+    while pending:
+        role = next((r for r in pending if all(n in toks for n in _needs(r) if n in roles)), pending[0])
+        extra = {f"{n}_tokenizer": toks[n] for n in _needs(role) if n in toks}
         toks[role] = load_tokenizer(Path(tokenizers_dir) / role, **extra)
+        pending.remove(role)
     return toks
+
+
+def _needs(role: str) -> tuple[str, ...]:
+    return modalities.registry()[role].needs if role in modalities.registry() else ()
 
 
 class TokenizeStage:
@@ -80,7 +94,7 @@ class TokenizeStage:
         out = []
         arrays = {i: st_load(r["arrays"]) for i, r in enumerate(rows) if r["status"] == "ok" and r["arrays"]}
         encoded = self._encode_media(arrays)
-        recon = self._recon(arrays, encoded) if self.token_recon else {}
+        recon = self._recon(arrays, encoded, [r["kind"] for r in rows]) if self.token_recon else {}
         for i, r in enumerate(rows):
             if r["status"] != "ok":
                 made = [_reject_row(r, r["stage"], r["reason"], r["detail"])]
@@ -103,11 +117,11 @@ class TokenizeStage:
                 jobs.setdefault(key.split(SEGMENT_SEP, 1)[0], []).append((i, key, arr))
         result: dict[int, dict] = {}
         for base, items in jobs.items():
-            if base not in ROLE_OF or ROLE_OF[base] not in self.toks:
+            if role_of(base) not in self.toks:
                 for i, key, _ in items:
                     result.setdefault(i, {})[key] = KeyError(f"no tokenizer for array {key!r}")
                 continue
-            tok = self.toks[ROLE_OF[base]]
+            tok = self.toks[role_of(base)]
             try:
                 with torch.inference_mode():
                     codes = tok.encode_batch([a for _, _, a in items])
@@ -123,22 +137,23 @@ class TokenizeStage:
                 result.setdefault(i, {})[key] = c
         return result
 
-    def _recon(self, arrays: dict[int, dict], encoded: dict[int, dict]) -> dict[int, float | None]:
-        """Reconstruction MSE of each item's primary array, decoded in one batch per array key.
+    def _recon(self, arrays: dict[int, dict], encoded: dict[int, dict], kinds: list[str]
+               ) -> dict[int, float | None]:
+        """Reconstruction MSE of each item's own array (its kind's), decoded in one batch per array key.
 
-        Units (so one threshold fits a modality): image and video pixels in [0, 1];
-        audio the log-mel of the eval transform (phase-free: Griffin-Lim decoders are
-        not charged for phase); sensor the MSE over each channel's variance.
+        Each modality's `recon_mse` hook gives its unit (so one threshold fits a modality; image and
+        video: pixels in [0, 1]; audio: log-mel MSE; sensor: MSE over each channel's variance).
         """
         jobs: dict[str, list[int]] = {}
         for i, enc in encoded.items():
-            key = _primary_key(arrays[i])  # the video's own audio track is not measured
-            if key not in ROLE_OF or not isinstance(enc.get(key), (tuple, list)):  # interleaved: not measured
-                continue
+            m = modalities.for_kind(kinds[i])  # a video's own audio track, an image's depth: not measured
+            key = m.array
+            if key is None or m.recon_mse is None or not isinstance(enc.get(key), (tuple, list)):
+                continue  # text, chat and interleaved segments are not measured
             jobs.setdefault(key, []).append(i)
         out: dict[int, float | None] = {}
         for key, idx in jobs.items():
-            tok = self.toks[ROLE_OF[key]]
+            tok = self.toks[role_of(key)]
             try:
                 with torch.inference_mode():
                     decoded = tok.decode_batch([encoded[i][key] for i in idx])
@@ -153,7 +168,7 @@ class TokenizeStage:
 
     def _prompt(self, template: str) -> np.ndarray:
         if template not in self._prompts:
-            self._prompts[template] = np.asarray(self.toks["text"].encode(template)[0])
+            self._prompts[template] = np.asarray(self.toks[TEXT].encode(template)[0])
         return self._prompts[template]
 
     def _interleaved(self, meta: dict, enc: dict) -> tuple:
@@ -162,26 +177,27 @@ class TokenizeStage:
         Segment k is span k: text through the text tokenizer, media from ``enc["image.k"]``
         (its side also records ``segment``). The token stats are the text's, like a text document's.
         """
-        text, parts, text_ids = self.toks["text"], [], []
+        text, parts, text_ids = self.toks[TEXT], [], []
         for k, seg in enumerate(meta["segments"]):
             if "text" in seg:
                 ids = np.asarray(text.encode(seg["text"])[0])
-                parts.append(("text", "text", ids, {}))
+                parts.append((TEXT, TEXT, ids, {}))
                 text_ids.append(ids)
                 continue
-            mod = "image" if "image" in seg else "audio"
-            codes, side = enc[f"{mod}{SEGMENT_SEP}{k}"]
+            mod = next(m.name for m in modalities.media() if m.interleavable and m.name in seg)
+            codes, side = enc[f"{modalities.get(mod).array}{SEGMENT_SEP}{k}"]
             parts.append((mod, mod, codes, {**side, "segment": k}))
         codes = np.concatenate(text_ids) if text_ids else np.zeros(0, np.int32)
         return compose_interleaved(self.vocab, parts), "interleaved", codes, text.vocab_size
 
     def _sequence(self, r: dict, enc: dict, recon: float | None) -> dict:
         meta = json.loads(r["meta"])
-        text = self.toks["text"]
+        text = self.toks[TEXT]
         for key, val in enc.items():
             if isinstance(val, Exception):
                 raise val
         kind = r["kind"]
+        mod = modalities.for_kind(kind)
         template = None
         if kind == "interleaved":
             b, task, codes, size = self._interleaved(meta, enc)
@@ -192,27 +208,21 @@ class TokenizeStage:
         else:
             body = meta["record"]["text"] if "record" in meta else meta.get("text")
             text_ids = np.asarray(text.encode(body)[0]) if body else None
-            parts = []
-            if kind == "video":
-                parts.append(("video", "video", *enc["frames"]))
-                if "audio" in enc:
-                    parts.append(("audio", "audio", *enc["audio"]))
-            elif kind in ("image", "audio", "sensor"):
-                parts.append((kind, kind, *enc[kind]))
-            paired = text_ids is not None and len(text_ids) > 0
-            (choice,) = choose_tasks(self.compose, kind, [r["id"]], self.seed, [paired])
+            parts, aligned = _parts(kind, mod, enc)
+            has = set(aligned) | ({"text"} if text_ids is not None and len(text_ids) > 0 else set())
+            (choice,) = choose_tasks(self.compose, kind, [r["id"]], self.seed, [has])
             prompt = None
             if choice == "instruct":
                 template = choose_template(self.compose, kind, r["id"], self.seed)
                 prompt = self._prompt(template)
-            b, task = compose_task(self.vocab, kind, choice, parts, text_ids, prompt)
-            if kind in PRIMARY:
-                codes, size = enc[PRIMARY[kind]][0], self.toks[ROLE_OF[PRIMARY[kind]]].vocab_size
+            b, task = compose_task(self.vocab, kind, choice, parts, text_ids, prompt, aligned)
+            if mod.array:
+                codes, size = enc[mod.array][0], self.toks[mod.name].vocab_size
             else:
                 codes, size = (text_ids if text_ids is not None else np.zeros(0, np.int32)), text.vocab_size
         meta["compose"] = {"task": task, "template": template}
         stats = {**json.loads(r.get("stats") or "{}"),
-                 **token_stats(np.asarray(codes), int(size), recon if kind in PRIMARY else None)}
+                 **token_stats(np.asarray(codes), int(size), recon if mod.array else None)}
         tokens = b.tokens()
         return {
             "id": r["id"], "source": r["source"], "task": task, "kind": kind,
@@ -225,43 +235,35 @@ class TokenizeStage:
         }
 
 
+def _parts(kind: str, mod, enc: dict) -> tuple[list, dict]:
+    """The item's own spans (its array, then what its span carries: a video's soundtrack) and its aligned
+    modalities' spans ({"depth": [...]}), each (modality, tokenizer, local codes, side)."""
+    parts = [(mod.name, mod.name, *enc[mod.array])] if mod.array else []
+    aligned: dict[str, list] = {}
+    for m in modalities.media():
+        if m.array in enc and m is not mod:
+            if kind in m.carried_by:
+                parts.append((m.name, m.name, *enc[m.array]))
+            elif kind in m.aligns_with:
+                aligned[m.name] = [(m.name, m.name, *enc[m.array])]
+    return parts, aligned
+
+
 def recon_mse(key: str, original: np.ndarray, decoded: np.ndarray, tok) -> float:
-    """Reconstruction error of one array (see `TokenizeStage._recon` for the units)."""
-    if key in ("image", "frames"):
-        a = np.asarray(original, np.float64)[..., :3] / 255.0
-        b = np.asarray(decoded, np.float64)[..., :3] / 255.0
-        if key == "frames":  # a temporal codec may return a different frame count
-            n = min(len(a), len(b))
-            a, b = a[:n], b[:n]
-        if a.shape != b.shape:
-            raise ValueError(f"decoded shape {b.shape} differs from the input's {a.shape}")
-        return float(np.mean((a - b) ** 2))
-    if key == "audio":
-        from dataengine.evaluate.audio import log_mel
-
-        sr = int(tok.params["sample_rate"])
-        ma, mb = log_mel(original, sr), log_mel(decoded, sr)
-        n = min(ma.shape[-1], mb.shape[-1])
-        return float(np.mean((ma[:, :n].astype(np.float64) - mb[:, :n]) ** 2))
-    if key == "sensor":
-        a = np.asarray(original, np.float64).reshape(len(decoded), -1)
-        b = np.asarray(decoded, np.float64)
-        var = np.nanvar(a, axis=0)
-        var = np.where(var > 1e-12, var, 1.0)  # a flat channel: plain MSE
-        return float(np.nanmean((a - b) ** 2 / var))
-    raise ValueError(f"no reconstruction metric for array {key!r}")
-
-
-def _primary_key(arrays: dict) -> str:
-    return "frames" if "frames" in arrays else next(iter(arrays))
+    """Reconstruction error of one array, in its modality's unit (`Modality.recon_mse`)."""
+    m = modalities.by_array(key)
+    if m is None or m.recon_mse is None:
+        raise ValueError(f"no reconstruction metric for array {key!r}")
+    return m.recon_mse(original, decoded, tok)
 
 
 def _failed(r: dict, detail: str) -> list[dict]:
     """A decoded item the tokenizer failed on: a reject for it, and one for each caption, sidecar or
-    manifest row it carried (they have no sample left; a record's referenced media are units of their own)."""
+    manifest row or aligned file it carried (they have no sample left; a record's referenced media are units of
+    their own)."""
     rows = [_reject_row(r, "tokenize", "tokenizer_error", detail)]
     for lin in json.loads(r["lineage"] or "[]"):
-        if lin.get("role") in ("caption", "sidecar", "manifest") and lin["path"] != r["path"]:
+        if lin.get("role") not in ("media", "document", "record") and lin["path"] != r["path"]:
             rows.append(_reject_row({**r, "id": "", "path": lin["path"]}, "tokenize", "media_rejected",
                                     f"its media file {r['path']} was rejected (tokenizer_error)"))
     return rows

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dataengine.decode import modality_of_ext
+from dataengine import modalities
 from dataengine.report import media
 from dataengine.report.html import (DROPPED, KEPT, MODALITY_COLORS, Raw, Section, cards, esc, figure, img, num,
                                     pct, table)
@@ -17,9 +17,13 @@ ITEM_DROPS = ("filter", "dedup")
 
 def file_modality(paths: pl.Series) -> pl.Series:
     """What each file is, from its extension: image, audio, video, sensor, text, jsonl, sidecar or other."""
-    ext = paths.str.replace(r"#.*$", "").str.extract(r"(\.[^./]+)$").str.to_lowercase()
-    known = {e: modality_of_ext(e) for e in ext.drop_nulls().unique().to_list() if modality_of_ext(e)}
-    return ext.replace_strict({**known, ".json": "sidecar"}, default="other", return_dtype=pl.String)
+    # the last two suffixes ("x.depth.png" -> ".depth.png"): a registered compound suffix wins
+    ext = paths.str.replace(r"#.*$", "").str.extract(r"[^/.]((?:\.[^./]+){1,2})$").str.to_lowercase()
+    known = {}
+    for e in ext.drop_nulls().unique().to_list():  # one lookup per distinct ending, not per row
+        kind = modalities.kind_of(modalities.split_name("x" + e)[1])
+        known[e] = kind or ("sidecar" if e.endswith(".json") else "other")
+    return ext.replace_strict(known, default="other", return_dtype=pl.String)
 
 
 def ok_candidates(data) -> pl.DataFrame | None:

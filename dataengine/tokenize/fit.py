@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dataengine import modalities
 from dataengine.discover import discover
 from dataengine.errors import RecipeError
 from dataengine.evaluate.run import evaluate_role, resources_for, write_json
@@ -19,7 +20,7 @@ from dataengine.progress import bar_safe, progress
 from dataengine.recipe import Recipe, source_roots
 from dataengine.tokenize.base import CARD_FILE, read_card
 from dataengine.tokenize.registry import get_family, load_tokenizer
-from dataengine.tokenize.samples import FIT_ORDER, collect_samples, resolved_params, split_units
+from dataengine.tokenize.samples import collect_samples, fit_order, resolved_params, split_units
 
 def fitted_state(recipe: Recipe, tokdir: Path, role: str) -> str:
     """'missing', 'ok', or a sentence saying how the fitted one differs from the recipe."""
@@ -55,13 +56,13 @@ def ensure_tokenizers(recipe: Recipe, tokdir: Path, *, log=print) -> None:
 def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = None, log=print) -> dict:
     """Fit `roles` (default: all) and save them under `tokdir`; returns per-role summaries."""
     tokdir = Path(tokdir)
-    roles = [r for r in FIT_ORDER if r in (roles or list(recipe.tokenizers))]
+    roles = [r for r in fit_order() if r in (roles or list(recipe.tokenizers))]
     sources = source_roots(recipe)
     found = discover(sources, max_file_bytes=recipe.decode.max_file_bytes)
     stage = decode_stage_for(recipe, stats=False)
     fit_units, held_units = split_units(recipe, found.units)
     samples = collect_samples(recipe, fit_units, stage, log)
-    held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in FIT_ORDER}
+    held = collect_samples(recipe, held_units, stage, log) if held_units else {r: [] for r in fit_order()}
     short = [r for r in roles if len(samples[r]) < recipe.fit.min_items]
     if short and held_units:  # a tiny corpus: better to fit on the held-out items than not at all
         log(f"too few items outside the held-out split for {short}: fitting them on held-out items too")
@@ -80,10 +81,8 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
             )
         spec = recipe.tokenizers[role]
         fam = get_family(spec.family)
-        extra = {}
-        if role == "video":  # frames wraps the image tokenizer; causal_video builds on it + stills
-            extra["image_tokenizer"] = load_tokenizer(tokdir / "image")
-            extra["images"] = samples["image"]
+        hook = modalities.get(role).fit_resources  # video: the fitted image tokenizer and the stills
+        extra = hook(lambda name: load_tokenizer(tokdir / name), samples) if hook else {}
         t0 = time.time()
         log(f"fit {role} ({spec.family}) on {len(items)} items")
         tok = fam.fit(items, spec.params, seed=recipe.seed, log=lambda m, r=role: log(f"  [{r}] {m}"), **extra)
@@ -91,7 +90,7 @@ def fit_tokenizers(recipe: Recipe, tokdir: Path, *, roles: list[str] | None = No
         summary[role] = {"items": len(items), "seconds": round(time.time() - t0, 1),
                          "vocab_size": tok.vocab_size, "weights_sha256": tok.card()["weights_sha256"]}
         log(f"  [{role}] vocab {tok.vocab_size}, {summary[role]['seconds']}s -> {tokdir / role}")
-        _write_eval(recipe, role, tok, held[role], samples["text"], extra.get("image_tokenizer"), tokdir, log)
+        _write_eval(recipe, role, tok, held[role], samples[modalities.TEXT], extra.get("image_tokenizer"), tokdir, log)
     return summary
 
 
@@ -104,9 +103,10 @@ def _write_eval(recipe: Recipe, role: str, tok, held_items: list, fit_texts: lis
                   "error": f"no held-out {role} items (fit.holdout_fraction={recipe.fit.holdout_fraction}); "
                            f"run `dataengine tokenizers eval --all` on other inputs"}
     else:
-        result = evaluate_role(role, tok, held_items[:200], fit_items=fit_texts if role == "text" else None,
+        result = evaluate_role(role, tok, held_items[:200], fit_items=fit_texts if role == modalities.TEXT else None,
                                resources=resources_for(recipe, image_tokenizer=image_tok))
     # speeds vary run to run: logged, not stored, so a refit with the same seed writes the same bytes (DVC)
-    write_json({k: v for k, v in result.items() if not k.endswith("_items_per_s")}, tokdir / role / "eval.json")
+    write_json({k: v for k, v in result.items() if not k.endswith(("_items_per_s", "_seconds"))},
+               tokdir / role / "eval.json")
     shown = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     log(f"  [{role}] held-out eval: " + ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6]))

@@ -56,12 +56,12 @@ def _widths(channels: int, n_down: int) -> list[int]:
 
 
 class Encoder(nn.Module):
-    """x_B3HW -> z_BChw with h = H / 2**n_down."""
+    """x_B3HW -> z_BChw with h = H / 2**n_down (`in_ch` input channels: 3 for RGB, 2 for depth + mask)."""
 
-    def __init__(self, channels: int, n_down: int):
+    def __init__(self, channels: int, n_down: int, in_ch: int = 3):
         super().__init__()
         w = _widths(channels, n_down)
-        layers: list[nn.Module] = [nn.Conv2d(3, w[0] // 2, 3, padding=1)]
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, w[0] // 2, 3, padding=1)]
         c_in = w[0] // 2
         for i, c in enumerate(w):
             layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), _norm(c), nn.SiLU()]
@@ -76,9 +76,9 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """zq_BChw -> x_B3HW (nearest upsampling + conv at each stage)."""
+    """zq_BChw -> x_B3HW (nearest upsampling + conv at each stage; `out_ch` output channels)."""
 
-    def __init__(self, channels: int, n_down: int):
+    def __init__(self, channels: int, n_down: int, out_ch: int = 3):
         super().__init__()
         w = _widths(channels, n_down)[::-1]
         layers: list[nn.Module] = [nn.Conv2d(channels, w[0], 3, padding=1), ResBlock(w[0])]
@@ -88,7 +88,7 @@ class Decoder(nn.Module):
                        nn.Conv2d(c, c_out, 3, padding=1), _norm(c_out), nn.SiLU()]
             if i == 0 and n_down > 1:
                 layers.append(ResBlock(c_out))
-        layers += [nn.Conv2d(w[-1] // 2, 3, 3, padding=1)]
+        layers += [nn.Conv2d(w[-1] // 2, out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z_BChw: torch.Tensor) -> torch.Tensor:
@@ -98,12 +98,12 @@ class Decoder(nn.Module):
 class FSQAutoencoder(nn.Module):
     """Encoder -> FSQ -> Decoder; ``encode`` gives indices_Bhw, ``decode`` takes them back."""
 
-    def __init__(self, levels: list[int], channels: int, downsample: int):
+    def __init__(self, levels: list[int], channels: int, downsample: int, in_ch: int = 3, out_ch: int = 3):
         super().__init__()
         n_down = int(round(math.log2(downsample)))
-        self.encoder = Encoder(channels, n_down)
+        self.encoder = Encoder(channels, n_down, in_ch)
         self.fsq = FSQ(levels=list(levels), dim=channels)  # projects C -> len(levels) and back
-        self.decoder = Decoder(channels, n_down)
+        self.decoder = Decoder(channels, n_down, out_ch)
 
     def forward(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         zq_BChw, _ = self.fsq(self.encoder(x_B3HW))

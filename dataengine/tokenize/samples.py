@@ -13,20 +13,36 @@ import time
 
 from safetensors.numpy import load as st_load
 
+from dataengine import modalities
+from dataengine.modalities.text import fit_texts
 from dataengine.progress import progress
 from dataengine.recipe import Recipe
 from dataengine.tokenize.base import resolve_params
 from dataengine.tokenize.registry import get_family
 
-FIT_ORDER = ("text", "image", "video", "audio", "sensor")  # video needs the fitted image tokenizer
+def fit_order() -> tuple[str, ...]:
+    """Roles in fitting order: registry order, each after the tokenizers it is built on (video after image)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for n in modalities.get(name).needs:
+                visit(n)
+            order.append(name)
+
+    for name in modalities.names():
+        visit(name)
+    return tuple(order)
 
 
-def image_size_of(recipe: Recipe) -> int | None:
-    spec = recipe.tokenizers.get("image")
-    if spec is None:
-        return None
-    fam = get_family(spec.family)
-    return int(resolve_params(spec.family, fam.defaults, spec.params)["size"])
+def input_sizes(recipe: Recipe) -> dict[str, int]:
+    """The input side of every tokenizer of the recipe that has one (`Modality.size_param`): {"image": 64}."""
+    out = {}
+    for role, spec in recipe.tokenizers.items():
+        param = modalities.get(role).size_param
+        if param:
+            out[role] = int(resolve_params(spec.family, get_family(spec.family).defaults, spec.params)[param])
+    return out
 
 
 def resolved_params(recipe: Recipe, role: str) -> dict:
@@ -84,7 +100,7 @@ def collect_samples(recipe: Recipe, units: list, stage, log=print) -> dict[str, 
     by_kind: dict[str, list] = {}
     for u in sorted(units, key=lambda u: _rank(recipe.seed, u.unit_id)):
         by_kind.setdefault(u.kind, []).append(u)
-    samples: dict[str, list] = {role: [] for role in FIT_ORDER}
+    samples: dict[str, list] = {role: [] for role in fit_order()}
     t0 = time.time()
     picked = [u for _, group in sorted(by_kind.items()) for u in group[:cap]]
     for u in progress(picked, "decode fitting sample", unit="group"):
@@ -93,28 +109,20 @@ def collect_samples(recipe: Recipe, units: list, stage, log=print) -> dict[str, 
                 continue
             _route(row, samples)
     for role in samples:  # keep each role's sample bounded (video frames, captions)
-        samples[role] = samples[role][: cap * (20 if role == "text" else 4)]
+        samples[role] = samples[role][: cap * (20 if role == modalities.TEXT else 4)]
     counts = {r: len(v) for r, v in samples.items() if v}
     log(f"decoded a fitting sample in {time.time() - t0:.1f}s: {counts}")
     return samples
 
 
 def _route(row: dict, samples: dict[str, list]) -> None:
-    meta = json.loads(row["meta"])
+    """A decoded row's arrays to the roles they fit (`Modality.fit_items`), its texts to the text role."""
     arrays = st_load(row["arrays"]) if row["arrays"] else {}
-    if "image" in arrays:
-        samples["image"].append(arrays["image"])
-    if "frames" in arrays:
-        samples["video"].append(arrays["frames"])
-        samples["image"].extend(list(arrays["frames"][:: max(1, len(arrays["frames"]) // 2)]))
-    if "audio" in arrays:
-        samples["audio"].append(arrays["audio"])
-    if "sensor" in arrays:
-        samples["sensor"].append(arrays["sensor"])
-    if meta.get("text"):
-        samples["text"].append(meta["text"])
-    record = meta.get("record") or {}
-    if record.get("text"):
-        samples["text"].append(record["text"])
-    for m in record.get("messages", []):
-        samples["text"].append(m["content"])
+    for key, arr in arrays.items():
+        if "." in key:  # an interleaved document's segment ("image.3"): its picture is a unit of its own
+            continue
+        m = modalities.by_array(key)
+        if m is not None and m.fit_items is not None:
+            for role, items in m.fit_items(arr).items():
+                samples[role].extend(items)
+    samples[modalities.TEXT].extend(fit_texts(json.loads(row["meta"])))

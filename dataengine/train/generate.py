@@ -139,8 +139,8 @@ def split_spans(tokens: np.ndarray, vocab: Vocab, toks: dict, templates: dict) -
     """A row dict (tokens, spans, side, meta) for `inspect.decode_sequence` from a generated sequence."""
     out_tokens: list[int] = []
     spans, sides = [], []
-    starts = {vocab.special(b): m for m, (b, _) in MARKERS.items()}
-    ends = {vocab.special(e) for _, e in MARKERS.values()}
+    starts = {vocab.special(b): m for m, (b, _) in MARKERS.items() if b in vocab.specials}
+    ends = {vocab.special(e) for _, e in MARKERS.values() if e in vocab.specials}
     i, n = 0, len(tokens)
     while i < n:
         t = int(tokens[i])

@@ -34,7 +34,7 @@ from dataengine.train.metrics import (MetricsLog, masked_mean, modality_report, 
                                       plot_curves, read_metrics, token_losses, write_summary)
 from dataengine.train.model import Transformer
 from dataengine.train.source import ShardSource
-from dataengine.vocab import Vocab
+from dataengine.vocab import MODALITIES, Vocab
 
 
 def lr_at(step: int, cfg) -> float:
@@ -85,7 +85,7 @@ def _barrier(world: int):
 def evaluate(model, source: ShardSource, cfg: TrainConfig, device, vocab: Vocab, rank: int, world: int,
              autocast) -> dict:
     model.eval()
-    sums = torch.zeros(6, 2, dtype=torch.float64, device=device)
+    sums = torch.zeros(len(MODALITIES), 2, dtype=torch.float64, device=device)
     with torch.no_grad():
         for b in finite_batches(source, context=cfg.data.context, batch_size=cfg.data.batch_size,
                                 seed=cfg.data.seed, rank=rank, world=world, max_batches=cfg.run.eval_batches,
@@ -225,7 +225,7 @@ def _train(cfg: TrainConfig, shards: Path, *, resume: bool, overwrite: bool, log
             g["lr"] = lr
         micro = [{k: v.to(device, non_blocking=True) for k, v in next(loader).items()} for _ in range(d.grad_accum)]
         count = _all_reduce(sum(b["mask"].sum() for b in micro).double(), world)
-        sums = torch.zeros(6, 2, dtype=torch.float64, device=device)
+        sums = torch.zeros(len(MODALITIES), 2, dtype=torch.float64, device=device)
         for i, b in enumerate(micro):
             sync = nullcontext() if (world == 1 or i == len(micro) - 1) else model.no_sync()
             with sync, autocast:

@@ -18,6 +18,7 @@ import soundfile as sf
 from corpus_factory import TINY_TOKENIZERS, make_duplicates_corpus, tiny_recipe
 from PIL import Image
 
+from dataengine import modalities
 from dataengine import decode as D
 from dataengine.compose.sequence import MARKERS, compose_interleaved
 from dataengine.compose.tasks import ComposeConfig, choose_tasks
@@ -52,7 +53,7 @@ FS_REASONS = {"missing_image", "symlink_outside_root", "not_an_image"}  # found 
 
 def test_decode_jsonl_checks_segments() -> None:
     lines = [json.dumps(GOOD[0])] + [json.dumps(r) for r, _ in HOSTILE]
-    out = decode_jsonl("\n".join(lines).encode(), max_interleaved_media=3)
+    out = decode_jsonl(segment_exts=modalities.segment_exts(), data="\n".join(lines).encode(), max_interleaved_media=3)
     good = out[0]
     assert good["interleaved"][3] == {"image": "photos/coffee.png", "alt": "cup"} and good["line"] == 1
     assert good["meta"] == {"url": "https://example.org/page"}
@@ -62,9 +63,9 @@ def test_decode_jsonl_checks_segments() -> None:
         else:
             assert isinstance(entry, RejectError) and entry.reason == reason, (i, reason, entry)
             assert entry.detail.startswith(f"line {i}:") and entry.line == i
-    (both,) = decode_jsonl(json.dumps({"text": "a", "interleaved": [{"text": "b"}]}).encode())
+    (both,) = decode_jsonl(segment_exts=modalities.segment_exts(), data=json.dumps({"text": "a", "interleaved": [{"text": "b"}]}).encode())
     assert isinstance(both, RejectError) and both.reason == "bad_record"
-    (blank,) = decode_jsonl(json.dumps({"interleaved": [{"text": "  "}]}).encode())
+    (blank,) = decode_jsonl(segment_exts=modalities.segment_exts(), data=json.dumps({"interleaved": [{"text": "  "}]}).encode())
     assert isinstance(blank, RejectError) and blank.reason == "bad_segment"
 
 

@@ -1,10 +1,22 @@
 import numpy as np
 import pytest
 
-from dataengine.compose.sequence import compose_chat, compose_media, split_rows
+from dataengine import modalities
+from dataengine.compose.instruct import compose_task
+from dataengine.compose.sequence import compose_chat, split_rows
 from dataengine.vocab import Vocab
 
 from test_vocab import FakeTok
+
+
+def compose_media(vocab, kind, parts, text_ids, text_first=False):
+    """The pretraining task an item with (or without) its text gets, through the public compose_task."""
+    paired = modalities.get(kind).paired_text
+    if text_ids is None or not len(text_ids):
+        task = kind
+    else:
+        task = f"{paired}_to_{kind}" if text_first else f"{kind}_to_{paired}"
+    return compose_task(vocab, kind, task, parts, text_ids)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dataengine.compose.tasks import (DEFAULT_TASKS, DEFAULT_TEMPLATES, KIND_TASKS, ComposeConfig, choose_tasks,
-                                      choose_template, hash_uniform)
+                                      choose_template, hash_uniform, task_needs)
 from dataengine.errors import RecipeError
 
 IDS = [f"{i:024x}" for i in range(6000)]
@@ -68,8 +68,20 @@ def test_zero_weight_is_never_chosen_and_unlisted_tasks_weigh_zero():
     assert set(choose_tasks(cfg, "audio", IDS, 3, [True] * len(IDS))) == {"transcript_to_audio"}
     cfg = ComposeConfig(tasks={"video": {"instruct": 2.0, "video": 1.0}})  # caption tasks unlisted: weight 0
     assert set(choose_tasks(cfg, "video", IDS, 3, [True] * len(IDS))) == {"instruct", "video"}
-    # a kind left out keeps the defaults
-    assert set(choose_tasks(cfg, "image", IDS, 3, [True] * len(IDS))) == set(DEFAULT_TASKS["image"])
+    # a kind left out keeps the defaults; tasks that need an aligned modality only for items that have it
+    text_only = {t for t in DEFAULT_TASKS["image"] if task_needs("image", t) <= {"text"}}
+    assert set(choose_tasks(cfg, "image", IDS, 3, [True] * len(IDS))) == text_only
+    with_depth = set(choose_tasks(cfg, "image", IDS, 3, [{"text", "depth"}] * len(IDS)))
+    assert with_depth == set(DEFAULT_TASKS["image"]) and with_depth - text_only == {"image_to_depth", "depth_to_image"}
+
+
+def test_items_without_an_aligned_modality_keep_the_task_they_had():
+    """Adding depth tasks to the image kind must not move any image that has no depth map (same draw)."""
+    cfg = ComposeConfig(tasks={"image": {"image_to_caption": 0.4, "caption_to_image": 0.4, "instruct": 0.2,
+                                         "image_to_depth": 5.0}})
+    before = ComposeConfig(tasks={"image": {"image_to_caption": 0.4, "caption_to_image": 0.4, "instruct": 0.2}})
+    assert choose_tasks(cfg, "image", IDS, 7, [True] * len(IDS)) == choose_tasks(before, "image", IDS, 7,
+                                                                                  [True] * len(IDS))
 
 
 def test_items_without_text_are_unconditional_whatever_the_weights():

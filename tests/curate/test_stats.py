@@ -5,23 +5,30 @@ import inspect
 import json
 import re
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from dataengine import modalities
 from dataengine.curate import stats as S
+from dataengine.curate.stats_sensor import sensor_stats
 
-PREFIXES = ("image_", "video_", "audio_", "sensor_", "text_", "token_", "media_")
+PREFIXES = tuple(f"{m}_" for m in modalities.names()) + ("token_", "media_")
 
 
 def test_stat_fields_are_flat_prefixed_typed_and_commented() -> None:
     assert all(k.startswith(PREFIXES) for k in S.STAT_FIELDS)
     assert set(S.STAT_FIELDS.values()) == {pa.float64(), pa.bool_(), pa.string()}
     assert S.STATS_SCHEMA.names == list(S.STAT_FIELDS)
-    source = inspect.getsource(S)
-    for key in S.STAT_FIELDS:  # each declaration line says what it measures
+    folder = Path(modalities.__file__).parent
+    source = inspect.getsource(S) + "".join(p.read_text() for p in sorted(folder.rglob("*.py")))
+    for key in S.STAT_FIELDS:  # each declaration line (stats.py or the modality's module) says what it measures
         line = re.search(rf'^\s*"{key}": [FBS],\s*#\s*(\S.*)$', source, re.M)
         assert line and len(line.group(1)) > 5, key
+    for m in modalities.registry().values():  # a modality's stats carry its name
+        assert all(k.startswith(m.name + "_") for k in m.stat_fields), m.name
     required = {"image_width", "image_height", "image_aspect", "image_blur", "image_colorfulness", "image_entropy",
                 "video_duration_s", "video_fps", "video_width", "video_height", "video_motion", "video_black_ratio",
                 "video_frozen_ratio", "video_has_audio", "audio_duration_s", "audio_rms_dbfs", "audio_silence_ratio",
@@ -36,14 +43,14 @@ def test_sensor_stats_nan_and_flat_channels() -> None:
     rng = np.random.default_rng(0)
     v = rng.standard_normal((200, 4))
     v[:, 1] = 9.81  # a constant channel (gravity on a resting axis)
-    s = S.sensor_stats(v, 50.0, 0.02)
+    s = sensor_stats(v, 50.0, 0.02)
     assert s["sensor_flat_ratio"] == pytest.approx(0.25)
     assert (s["sensor_length"], s["sensor_rate_hz"], s["sensor_nan_ratio"]) == (200.0, 50.0, 0.02)
     assert s["sensor_duration_s"] == pytest.approx(199 / 50)
     v[:10, 0] = np.nan  # given None, the ratio is measured on the values
-    assert S.sensor_stats(v, 50.0, None)["sensor_nan_ratio"] == pytest.approx(10 / 800)
+    assert sensor_stats(v, 50.0, None)["sensor_nan_ratio"] == pytest.approx(10 / 800)
     v[:, 2] = 1e-9 * rng.standard_normal(200)  # tiny noise around zero is flat too
-    assert S.sensor_stats(v, 50.0, 0.0)["sensor_flat_ratio"] == pytest.approx(0.5)
+    assert sensor_stats(v, 50.0, 0.0)["sensor_flat_ratio"] == pytest.approx(0.5)
 
 
 def test_sensor_item_describes_the_source_recording() -> None:
@@ -93,7 +100,7 @@ def test_item_stats_every_kind_round_trips_as_typed_columns() -> None:
     assert table["video_has_audio"].to_pylist()[1] is False
     assert table["image_blur"].null_count == 7
     assert S.stats_table([]).num_rows == 0
-    with pytest.raises(ValueError, match="unknown kind"):
+    with pytest.raises(ValueError, match="unknown row kind"):
         S.item_stats("hologram", {}, {})
 
 

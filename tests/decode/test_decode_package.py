@@ -1,4 +1,4 @@
-"""The package surface: re-exports, modality_of_ext, and real media shipped inside skimage."""
+"""The package surface: re-exports, the registry's kind of each extension, and real media shipped inside skimage."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dataengine.decode as decode
+from dataengine import modalities
 import dataengine.errors as decode_errors
 
 
@@ -17,8 +18,8 @@ import dataengine.errors as decode_errors
     (".mp4", "video"), (".MKV", "video"), (".csv", "sensor"), (".npy", "sensor"), (".txt", "text"),
     (".md", "text"), (".jsonl", "jsonl"), (".json", None), (".exe", None), ("", None),
 ])
-def test_modality_of_ext(ext, modality):
-    assert decode.modality_of_ext(ext) == modality
+def test_kind_of_ext(ext, modality):
+    assert modalities.kind_of(ext) == modality
 
 
 def test_ext_sets_do_not_overlap():

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from dataengine import modalities
 from dataengine.decode.text import JSONL_EXTS, TEXT_EXTS, decode_jsonl, decode_text, loads_json
 from dataengine.errors import RejectError
 
@@ -74,7 +75,7 @@ def test_jsonl_records_and_per_line_rejects():
         json.dumps({"text": "tail", "meta": {"lang": "en"}, "score": 0.5}),
     ]
     data = "\n".join(lines).encode("utf-8").replace("\xff".encode("utf-8"), b"\xff\xfe") + b"\n"
-    out = decode_jsonl(data, max_record_bytes=300)
+    out = decode_jsonl(segment_exts=modalities.segment_exts(), data=data, max_record_bytes=300)
     assert len(out) == len(lines) - 1
     assert out[0] == {"text": "hello", "line": 1}
     assert out[1] == {"messages": [{"role": "system", "content": "Be brief."},
@@ -94,24 +95,24 @@ def test_jsonl_records_and_per_line_rejects():
 
 def test_jsonl_crlf_and_bom():
     data = b"\xef\xbb\xbf" + json.dumps({"text": "a"}).encode() + b"\r\n" + json.dumps({"text": "b"}).encode()
-    assert decode_jsonl(data) == [{"text": "a", "line": 1}, {"text": "b", "line": 2}]
+    assert decode_jsonl(segment_exts=modalities.segment_exts(), data=data) == [{"text": "a", "line": 1}, {"text": "b", "line": 2}]
 
 
 def test_jsonl_whole_file_rejects():
     with pytest.raises(RejectError) as info:
-        decode_jsonl(b"\xff\xfe\xfd\n\x80\x81\n")
+        decode_jsonl(segment_exts=modalities.segment_exts(), data=b"\xff\xfe\xfd\n\x80\x81\n")
     assert info.value.reason == "invalid_utf8"
     with pytest.raises(RejectError) as info:
-        decode_jsonl(b"\n \n")
+        decode_jsonl(segment_exts=modalities.segment_exts(), data=b"\n \n")
     assert info.value.reason == "empty_file"
     with pytest.raises(RejectError) as info:
-        decode_jsonl('{"text": "x"}'.encode("utf-16"))
+        decode_jsonl(segment_exts=modalities.segment_exts(), data='{"text": "x"}'.encode("utf-16"))
     assert info.value.reason == "binary_text"
 
 
 def test_huge_nesting_is_rejected_not_a_crash():
     deep = ("[" * 200_000 + "]" * 200_000).encode()
-    (entry,) = decode_jsonl(deep, max_record_bytes=10_000_000)
+    (entry,) = decode_jsonl(segment_exts=modalities.segment_exts(), data=deep, max_record_bytes=10_000_000)
     assert isinstance(entry, RejectError) and entry.reason == "bad_json" and "line 1" in entry.detail
     with pytest.raises(ValueError):
         loads_json('{"a": ' * 21 + "1" + "}" * 21)
@@ -125,5 +126,5 @@ def test_runs_of_combining_marks_are_refused_before_normalising():
     # Vietnamese and Devanagari stack a few marks; 30 in a row is Unicode's stream-safe limit
     assert decode_text(("Vie\u0323\u0302t " + "a" + "\u0301" * 30).encode()).startswith("Việt")
     line = json.dumps({"text": "x" + "\u0316\u0301" * 16}).encode()
-    [rec, bad] = decode_jsonl(b'{"text": "fine"}\n' + line)
+    [rec, bad] = decode_jsonl(segment_exts=modalities.segment_exts(), data=b'{"text": "fine"}\n' + line)
     assert rec["text"] == "fine" and bad.reason == "combining_marks" and bad.line == 2

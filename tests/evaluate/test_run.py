@@ -5,7 +5,7 @@ import math
 import pytest
 
 from dataengine.cli import build_parser, main
-from dataengine.evaluate import evaluate_role, evaluate_tokenizers, resources_for
+from dataengine.evaluate.run import evaluate_role, evaluate_tokenizers, resources_for
 from dataengine.tokenize.registry import load_tokenizer
 
 COMMON = ("family", "items", "device", "encode_items_per_s", "decode_items_per_s")

@@ -17,7 +17,7 @@ def fuzzed(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
     made = write_corpus(seeds(base / "seeds"), base / "fuzz", per_seed=3, seed=14)
     # the demo's caps, and budgets a healthy small file never comes near
-    stage = DecodeStage(decode=Decode(budget=DecodeBudget(wall_s=20, cpu_s=20, memory_mb=1024)), image_size=32,
+    stage = DecodeStage(decode=Decode(budget=DecodeBudget(wall_s=20, cpu_s=20, memory_mb=1024)), sizes={"image": 32},
                         modalities=MODALITIES)
     watched = WatchedDecode(stage)
     try:

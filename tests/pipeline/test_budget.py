@@ -31,7 +31,7 @@ def corpus(tmp_path_factory) -> list[dict]:
 
 
 def _stage(**budget) -> DecodeStage:
-    return DecodeStage(decode=Decode(budget=DecodeBudget(**budget)), image_size=32, modalities=MODALITIES)
+    return DecodeStage(decode=Decode(budget=DecodeBudget(**budget)), sizes={"image": 32}, modalities=MODALITIES)
 
 
 def _decode(stage, units, watched) -> list[dict]:

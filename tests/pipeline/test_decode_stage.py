@@ -21,7 +21,7 @@ MODALITIES = frozenset({"image", "audio", "video", "sensor", "text"})
 
 
 def _stage(**kw) -> DecodeStage:
-    return DecodeStage(decode=Decode(), image_size=32, modalities=MODALITIES, **kw)
+    return DecodeStage(decode=Decode(), sizes={"image": 32}, modalities=MODALITIES, **kw)
 
 
 def _units(root: Path) -> pa.Table:
