@@ -17,6 +17,8 @@ import functools
 import hashlib
 from pathlib import Path
 
+from dataengine import modalities
+
 PACKAGE = "dataengine"
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the package
 # what a work item runs: decode (in its watched child too), tokenize, crash isolation, the units it reads
@@ -65,8 +67,15 @@ def closure(entries=ENTRIES, root: Path = ROOT) -> dict[str, Path]:
     return seen
 
 
-def code_digest(entries=ENTRIES, own_files=OWN_FILES, root: Path = ROOT) -> str:
-    mods = closure(entries, root)
+def modality_entries() -> tuple[str, ...]:
+    """The modules of the registered modalities (the registry loads them by name, which `ast` cannot see)."""
+    return tuple(sorted({m.decode.__module__ for m in modalities.registry().values() if m.decode is not None}))
+
+
+def code_digest(entries=None, own_files=OWN_FILES, root: Path = ROOT) -> str:
+    """sha256 over the work items' code; `entries` default: ENTRIES and every registered modality's module
+    (a plugin outside this package is not read: its own version is the user's to pin)."""
+    mods = closure(ENTRIES + modality_entries() if entries is None else entries, root)
     mods.update({m: p for m in own_files if (p := _path(root, m)) is not None})
     h = hashlib.sha256()
     for m in sorted(mods):

@@ -28,7 +28,8 @@ def test_a_change_to_a_row_maker_changes_the_digest_and_a_later_stage_does_not(t
     base = codekey.code_digest(root=root)
     assert base == codekey.code_digest(root=root) == codekey.candidates_code()  # same checkout, same digest
     for rel, changes in (("curate/distributed.py", False), ("shards/writer.py", False),
-                         ("curate/stats_text.py", True), ("decode/audio.py", True), ("pipeline/items.py", True)):
+                         ("curate/stats_text.py", True), ("decode/audio.py", True), ("pipeline/items.py", True),
+                         ("modalities/image.py", True), ("modalities/depth/stats.py", True)):  # loaded by name
         f = root / "dataengine" / rel
         old = f.read_bytes()
         f.write_bytes(old + b"\n# an edit\n")
